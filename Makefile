@@ -1,0 +1,61 @@
+# Everything a user needs: `make run` serves the default model, `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STORE  ?= artifacts
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck container-check pytest train bench fmt clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Stamps re-install when pyproject.toml changes.
+$(VENV)/.runtime: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+## run: install, train the default model from the bundled digits data if the store is empty, serve
+run: $(VENV)/.runtime
+	$(PY) -m model.train builtin:digits --store $(STORE) --name digits --if-store-empty
+	@echo "softmax-serve on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)"
+	$(PY) -m service --host $(HOST) --port $(PORT) --store $(STORE)
+
+## train: train a new digits version into the store
+train: $(VENV)/.runtime
+	$(PY) -m model.train builtin:digits --store $(STORE) --name digits
+
+## test: lint, format check, types, container checks, the whole pytest suite
+test: lint typecheck container-check pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+container-check: $(VENV)/.dev
+	$(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile has no findings"
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+pytest: $(VENV)/.dev
+	$(BIN)/pytest
+
+## bench: benchmarks (never part of make test)
+bench: $(VENV)/.dev
+	$(PY) bench/bench_training.py
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,157 @@
+"""The artifact file format: one ``.npz`` per version, read with ``allow_pickle=False``.
+
+An artifact holds numeric and fixed-width string arrays only, plus two 0-d string arrays:
+
+* ``__meta__``: the metadata as a JSON string (format version, model name, version, parent,
+  kind, created-at, ...);
+* ``__checksum__``: ``"sha256:<hex>"`` over every other array's name, dtype, shape and bytes
+  and the metadata text. Loading recomputes it, so a truncated, corrupted or tampered file is
+  refused with an error naming the file, never half-read.
+
+Two kinds of artifact exist (``meta["kind"]``):
+
+* ``snapshot``: the full model: ``weights (d, k)``, ``bias (k,)``, optional
+  ``velocity_weights``/``velocity_bias`` (momentum buffers), ``mean``/``scale`` (standardization),
+  ``classes (k,)`` and optional ``feature_names (d,)``;
+* ``update``: one acknowledged online minibatch: ``X (m, d)`` raw rows and ``y (m,)`` class
+  indices; replaying it on the parent version reproduces this version exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import CorruptArtifactError
+
+__all__ = ["FORMAT_VERSION", "Record", "checksum", "encode_record", "read_meta", "read_record"]
+
+FORMAT_VERSION = 1
+_META = "__meta__"
+_CHECKSUM = "__checksum__"
+_ALLOWED_KINDS = frozenset("biufU")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One version's file content: its metadata and its arrays."""
+
+    meta: dict[str, Any]
+    arrays: Mapping[str, NDArray[Any]]
+
+    @property
+    def version(self) -> int:
+        return int(self.meta["version"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+
+def checksum(arrays: Mapping[str, NDArray[Any]], meta_text: str) -> str:
+    """``sha256:<hex>`` over the arrays (sorted by name) and the metadata text."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(arr.data.cast("B"))
+    digest.update(meta_text.encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def encode_record(record: Record) -> bytes:
+    """Serialize a record into ``.npz`` bytes (uncompressed: loading must stay fast)."""
+    for name, arr in record.arrays.items():
+        if name.startswith("__") or arr.dtype.kind not in _ALLOWED_KINDS:
+            raise ValueError(f"array {name!r} of dtype {arr.dtype} cannot go in an artifact")
+    meta_text = json.dumps(record.meta, sort_keys=True, allow_nan=False)
+    buffer = io.BytesIO()
+    payload: dict[str, Any] = {n: np.ascontiguousarray(a) for n, a in record.arrays.items()}
+    payload[_META] = np.array(meta_text)
+    payload[_CHECKSUM] = np.array(checksum(record.arrays, meta_text))
+    np.savez(buffer, **payload)
+    return buffer.getvalue()
+
+
+def _open(path: Path) -> Any:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CorruptArtifactError(f"{path}: not a readable .npz artifact ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CorruptArtifactError(f"{path}: not an .npz archive (a bare .npy array)")
+    return npz
+
+
+def _string(npz: Any, key: str, path: Path) -> str:
+    try:
+        value = npz[key]
+    except KeyError:
+        raise CorruptArtifactError(
+            f"{path}: missing {key} (not a softmax-serve artifact)"
+        ) from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CorruptArtifactError(f"{path}: unreadable {key} ({exc})") from None
+    if not (isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.ndim == 0):
+        raise CorruptArtifactError(f"{path}: {key} is not a string")
+    return str(value)
+
+
+def _parse_meta(text: str, path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise CorruptArtifactError(f"{path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CorruptArtifactError(
+            f"{path}: unsupported artifact format (expected format_version {FORMAT_VERSION})"
+        )
+    for key in ("version", "kind"):
+        if key not in meta:
+            raise CorruptArtifactError(f"{path}: metadata has no {key!r}")
+    return meta
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Only the metadata (not checksum-verified): cheap, for listings."""
+    with _open(path) as npz:
+        return _parse_meta(_string(npz, _META, path), path)
+
+
+def read_record(path: Path) -> Record:
+    """Read and verify a whole artifact. Raises :class:`CorruptArtifactError` naming the file
+    if it is truncated, tampered with, holds a pickled/object array, or fails its checksum."""
+    with _open(path) as npz:
+        meta_text = _string(npz, _META, path)
+        expected = _string(npz, _CHECKSUM, path)
+        arrays: dict[str, NDArray[Any]] = {}
+        for name in npz.files:
+            if name in (_META, _CHECKSUM):
+                continue
+            try:
+                arr = npz[name]
+            except ValueError as exc:  # object arrays need pickle, which is refused
+                raise CorruptArtifactError(f"{path}: array {name!r} refused ({exc})") from None
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise CorruptArtifactError(f"{path}: array {name!r} unreadable ({exc})") from None
+            if arr.dtype.kind not in _ALLOWED_KINDS:
+                raise CorruptArtifactError(f"{path}: array {name!r} has dtype {arr.dtype}")
+            arrays[name] = arr
+    actual = checksum(arrays, meta_text)
+    if actual != expected:
+        raise CorruptArtifactError(
+            f"{path}: checksum mismatch (file says {expected[:19]}..., content is "
+            f"{actual[:19]}...): the file was corrupted or modified"
+        )
+    return Record(_parse_meta(meta_text, path), arrays)

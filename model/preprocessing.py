@@ -1,0 +1,47 @@
+"""Per-feature standardization learned on the training split and stored with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .maths import Float
+
+__all__ = ["Standardizer"]
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """``x -> (x - mean) / scale`` per feature. ``mean, scale: (n_features,)``.
+
+    A constant feature has standard deviation 0; its scale is stored as 1, so it maps to 0
+    instead of dividing by zero.
+
+    >>> s = Standardizer.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    >>> s.transform(np.array([[2.0, 5.0]]))
+    array([[0., 0.]])
+    """
+
+    mean: Float
+    scale: Float
+
+    @classmethod
+    def fit(cls, X: Float) -> Standardizer:
+        """Learn mean and scale from ``X: (n_samples, n_features)``."""
+        mean = X.mean(axis=0)
+        std = X.std(axis=0)
+        # Treat spreads at round-off level of the mean as constant: dividing by them would
+        # turn float noise into huge standardized values.
+        tiny = np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0) * 10
+        scale = np.where(std > tiny, std, 1.0)
+        return cls(mean=mean, scale=scale)
+
+    @classmethod
+    def identity(cls, n_features: int) -> Standardizer:
+        """A standardizer that leaves data unchanged."""
+        return cls(mean=np.zeros(n_features), scale=np.ones(n_features))
+
+    def transform(self, X: Float) -> Float:
+        """Return a new ``(n_samples, n_features)`` array; ``X`` is not modified."""
+        return (X - self.mean) / self.scale

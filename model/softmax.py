@@ -1,0 +1,370 @@
+"""The estimator: multinomial logistic (softmax) regression trained by minibatch SGD.
+
+The constructor only stores settings. :meth:`SoftmaxRegression.fit` learns the classes, the
+standardization and the weights; :meth:`SoftmaxRegression.partial_fit` takes one online step
+that continues exactly where ``fit`` stopped (same optimizer state, same schedule position), so
+``fit`` for N steps equals N ``partial_fit`` calls over the same minibatch sequence, bit for bit.
+
+All learned state is replaced, never edited in place: ``state_`` is a frozen
+:class:`~model.optimizer.TrainState`, so a reader holding a reference sees one consistent model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
+from .maths import Float, Index, logsumexp, softmax
+from .optimizer import SGDSettings, TrainState, sgd_step
+from .preprocessing import Standardizer
+from .validation import check_labels, check_matrix, check_same_length
+
+__all__ = ["EpochRecord", "SoftmaxRegression", "StepReport", "epoch_permutations"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """Outcome of one online update on ``n`` rows: the prequential (test-then-train) log-loss
+    and accuracy of the minibatch before the update, and its log-loss after it."""
+
+    n: int
+    loss_before: float
+    accuracy_before: float
+    loss_after: float
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    learning_rate: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+def epoch_permutations(n_samples: int, epochs: int, seed: int) -> Iterator[Index]:
+    """The row order of each epoch: a fresh seeded permutation per epoch.
+
+    ``fit`` slices each permutation into consecutive minibatches of ``batch_size`` rows.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        yield rng.permutation(n_samples)
+
+
+class SoftmaxRegression:
+    """Softmax regression with minibatch SGD, momentum, L2, schedules and early stopping.
+
+    >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.1], [1.1, 0.0]])
+    >>> model = SoftmaxRegression(epochs=50, batch_size=2).fit(X, ["a", "b", "a", "b"])
+    >>> model.predict(np.array([[0.0, 2.0]])).tolist()
+    ['a']
+    """
+
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.05,
+        schedule: str = "constant",
+        power_t: float = 0.5,
+        decay_steps: float = 1000.0,
+        momentum: float = 0.9,
+        l2: float = 1e-4,
+        batch_size: int = 32,
+        epochs: int = 100,
+        patience: int = 10,
+        tol: float = 1e-4,
+        seed: int = 0,
+        standardize: bool = True,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.power_t = power_t
+        self.decay_steps = decay_steps
+        self.momentum = momentum
+        self.l2 = l2
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.tol = tol
+        self.seed = seed
+        self.standardize = standardize
+
+    # ----------------------------------------------------------------- settings
+    def get_params(self) -> dict[str, Any]:
+        """The constructor settings, JSON-serializable."""
+        return {
+            "learning_rate": self.learning_rate,
+            "schedule": self.schedule,
+            "power_t": self.power_t,
+            "decay_steps": self.decay_steps,
+            "momentum": self.momentum,
+            "l2": self.l2,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "patience": self.patience,
+            "tol": self.tol,
+            "seed": self.seed,
+            "standardize": self.standardize,
+        }
+
+    @property
+    def sgd_settings(self) -> SGDSettings:
+        """The optimizer settings (validated on construction of the returned object)."""
+        return SGDSettings(
+            learning_rate=self.learning_rate,
+            schedule=self.schedule,
+            power_t=self.power_t,
+            decay_steps=self.decay_steps,
+            momentum=self.momentum,
+            l2=self.l2,
+        )
+
+    def _check_loop_settings(self) -> None:
+        for name, value, low in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidParameterError(
+                    f"{name} must be an integer >= {low}, got {value!r}", field=name
+                )
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise InvalidParameterError(
+                f"patience must be an integer >= 1, got {self.patience!r}", field="patience"
+            )
+
+    # ----------------------------------------------------------------- state
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "state_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("this model has not been trained: call fit or initialize first")
+
+    @property
+    def n_features_in_(self) -> int:
+        self._require_fitted()
+        return int(self.state_.weights.shape[0])
+
+    def initialize(
+        self,
+        X: ArrayLike,
+        y: ArrayLike | Sequence[Any],
+        *,
+        classes: ArrayLike | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> Self:
+        """Learn the classes and the standardization from ``X: (n, d)``, ``y: (n,)``; zero
+        the weights and the optimizer state. ``fit`` starts with exactly this."""
+        X = check_matrix(X)
+        labels = np.asarray(y)
+        check_same_length(X.shape[0], labels)
+        self.classes_: NDArray[Any] = np.unique(labels if classes is None else np.asarray(classes))
+        if self.classes_.dtype.kind not in "iuU":
+            raise InvalidParameterError(
+                f"labels must be integers or strings, got dtype {self.classes_.dtype}",
+                field="labels",
+            )
+        if self.classes_.dtype.kind == "u":
+            self.classes_ = self.classes_.astype(np.int64)
+        if self.classes_.shape[0] < 2:
+            raise InvalidParameterError(
+                f"expected at least 2 classes, got {self.classes_.shape[0]}", field="labels"
+            )
+        if feature_names is not None:
+            names = tuple(str(n) for n in feature_names)
+            if len(names) != X.shape[1] or len(set(names)) != len(names):
+                raise UnknownFeatureError(
+                    f"feature_names: expected {X.shape[1]} distinct names, got {len(names)} "
+                    f"({len(set(names))} distinct)",
+                    field="feature_names",
+                )
+            self.feature_names_: tuple[str, ...] | None = names
+        else:
+            self.feature_names_ = None
+        settings = self.sgd_settings
+        self.standardizer_ = (
+            Standardizer.fit(X) if self.standardize else Standardizer.identity(X.shape[1])
+        )
+        self.state_ = TrainState.zeros(
+            X.shape[1], self.classes_.shape[0], momentum=settings.momentum > 0
+        )
+        self.history_: list[EpochRecord] = []
+        self.n_epochs_run_ = 0
+        self.best_epoch_: int | None = None
+        return self
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike | Sequence[Any],
+        *,
+        validation: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
+        classes: ArrayLike | None = None,
+        feature_names: Sequence[str] | None = None,
+        callback: Callable[[EpochRecord], None] | None = None,
+    ) -> Self:
+        """Train from scratch on ``X: (n, d)``, ``y: (n,)`` for up to ``epochs`` epochs.
+
+        With ``validation=(X_val, y_val)``, training stops once the validation log-loss has not
+        improved by ``tol`` for ``patience`` epochs, and the best epoch's weights and optimizer
+        state are restored. ``callback`` receives each epoch's record.
+        """
+        self._check_loop_settings()
+        self.initialize(X, y, classes=classes, feature_names=feature_names)
+        X = check_matrix(X)
+        y_index = check_labels(y, self.classes_)
+        val: tuple[Float, Index] | None = None
+        if validation is not None:
+            X_val = self.standardizer_.transform(check_matrix(validation[0], X.shape[1]))
+            y_val = check_labels(validation[1], self.classes_)
+            check_same_length(X_val.shape[0], y_val)
+            val = (X_val, y_val)
+        Xs = self.standardizer_.transform(X)
+        settings = self.sgd_settings
+        state = self.state_
+        best: tuple[float, TrainState] | None = None
+        since_best = 0
+        bs = self.batch_size
+        n = Xs.shape[0]
+        for epoch, order in enumerate(epoch_permutations(n, self.epochs, self.seed), start=1):
+            X_epoch, y_epoch = Xs[order], y_index[order]
+            total = 0.0
+            for start in range(0, n, bs):
+                state, grad = sgd_step(
+                    state, X_epoch[start : start + bs], y_epoch[start : start + bs], settings
+                )
+                total += grad.loss * min(bs, n - start)
+            if not state.is_finite():
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch} (a weight became non-finite); "
+                    f"lower learning_rate (now {self.learning_rate})",
+                    field="learning_rate",
+                )
+            record = EpochRecord(epoch, total / n, settings.rate(state.step))
+            if val is not None:
+                val_loss, val_acc = _evaluate(state, *val)
+                record = EpochRecord(
+                    epoch, record.train_loss, record.learning_rate, val_loss, val_acc
+                )
+                if best is None or val_loss < best[0] - self.tol:
+                    best, since_best = (val_loss, state), 0
+                    self.best_epoch_ = epoch
+                else:
+                    since_best += 1
+            self.history_.append(record)
+            self.n_epochs_run_ = epoch
+            if callback is not None:
+                callback(record)
+            if val is not None and since_best >= self.patience:
+                break
+        self.state_ = best[1] if best is not None else state
+        return self
+
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike | Sequence[Any],
+        *,
+        learning_rate: float | None = None,
+        passes: int = 1,
+    ) -> StepReport:
+        """One online update: ``passes`` SGD steps on the minibatch ``X: (m, d)``, ``y: (m,)``.
+
+        The optimizer state carries over from ``fit`` or the previous call. If any weight would
+        become non-finite, :class:`DivergenceError` is raised and the model is left unchanged.
+        """
+        self._require_fitted()
+        X = check_matrix(X, self.n_features_in_)
+        y_index = check_labels(y, self.classes_)
+        check_same_length(X.shape[0], y_index)
+        if learning_rate is not None and not (0 < learning_rate < np.inf):
+            raise InvalidParameterError(
+                f"learning_rate must be > 0 and finite, got {learning_rate!r}",
+                field="learning_rate",
+            )
+        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+            raise InvalidParameterError(
+                f"passes must be an integer >= 1, got {passes!r}", field="passes"
+            )
+        updated, report = self.online_step(X, y_index, learning_rate=learning_rate, passes=passes)
+        self.state_ = updated.state_
+        return report
+
+    def with_state(self, state: TrainState) -> SoftmaxRegression:
+        """A shallow copy sharing settings, classes and standardization, with ``state``."""
+        clone = copy.copy(self)
+        clone.state_ = state
+        return clone
+
+    def online_step(
+        self,
+        X: Float,
+        y_index: Index,
+        *,
+        learning_rate: float | None = None,
+        passes: int = 1,
+    ) -> tuple[SoftmaxRegression, StepReport]:
+        """The update behind :meth:`partial_fit`, on already-validated input, as a pure
+        function: returns a new estimator and leaves this one untouched.
+
+        ``X: (m, d)`` raw float64 rows, ``y_index: (m,)`` class indices into ``classes_``.
+        """
+        settings = self.sgd_settings
+        Xs = self.standardizer_.transform(X)
+        new_state, first = sgd_step(self.state_, Xs, y_index, settings, learning_rate)
+        for _ in range(passes - 1):
+            new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
+        if not new_state.is_finite():
+            raise DivergenceError(
+                "update refused: it would make a weight non-finite "
+                "(lower the learning rate or check the feature scale); the model is unchanged",
+                field="learning_rate",
+            )
+        loss_after, _ = _evaluate(new_state, Xs, y_index)
+        m = y_index.shape[0]
+        report = StepReport(m, first.loss, first.correct / m, loss_after)
+        return self.with_state(new_state), report
+
+    # ----------------------------------------------------------------- inference
+    def decision_function(self, X: ArrayLike) -> Float:
+        """Logits ``(n, k)`` for raw (unstandardized) rows ``X: (n, d)``."""
+        self._require_fitted()
+        X = check_matrix(X, self.n_features_in_)
+        return _logits(self.state_, self.standardizer_.transform(X))
+
+    def predict_proba(self, X: ArrayLike) -> Float:
+        """Class probabilities ``(n, k)``, columns in the order of ``classes_``."""
+        return softmax(self.decision_function(X))
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """The most probable class label of each row, ``(n,)``."""
+        labels: NDArray[Any] = self.classes_[self.decision_function(X).argmax(axis=1)]
+        return labels
+
+    def log_loss(self, X: ArrayLike, y: ArrayLike | Sequence[Any]) -> float:
+        """Mean cross-entropy (no penalty) on labelled rows."""
+        Z = self.decision_function(X)
+        y_index = check_labels(y, self.classes_)
+        check_same_length(Z.shape[0], y_index)
+        return float(np.mean(logsumexp(Z) - Z[np.arange(Z.shape[0]), y_index]))
+
+    def history_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in getattr(self, "history_", [])]
+
+
+def _logits(state: TrainState, Xs: Float) -> Float:
+    return Xs @ state.weights + state.bias
+
+
+def _evaluate(state: TrainState, Xs: Float, y: Index) -> tuple[float, float]:
+    """(log-loss, accuracy) of ``state`` on standardized rows."""
+    Z = _logits(state, Xs)
+    loss = float(np.mean(logsumexp(Z) - Z[np.arange(y.shape[0]), y]))
+    return loss, float(np.mean(Z.argmax(axis=1) == y))

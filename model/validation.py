@@ -1,0 +1,180 @@
+"""Input checks for the public entry points; messages say what was expected and what came.
+
+Private helpers downstream trust what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Sized
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import (
+    EmptyInputError,
+    FeatureCountError,
+    LengthMismatchError,
+    NonFiniteError,
+    NotANumberError,
+    UnknownLabelError,
+)
+from .maths import Float, Index
+
+__all__ = ["check_labels", "check_matrix", "check_same_length", "describe_value"]
+
+
+def describe_value(value: Any) -> str:
+    """A short, safe description of a rejected value for an error message."""
+    kind = {bool: "a boolean", str: "a string", type(None): "null"}.get(type(value))
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({kind})" if kind and value is not None else (kind or text)
+
+
+def _first_bad_cell(rows: Any) -> tuple[int, int, Any] | None:
+    """Locate the first cell that is not a real number (slow path, only after a failure)."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple, np.ndarray)):
+            return i, -1, row
+        for j, value in enumerate(row):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
+                return i, j, value
+    return None
+
+
+def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "instances") -> Float:
+    """Return ``X`` as a C-contiguous float64 ``(n_samples, n_features)`` array.
+
+    Refuses (with the row and column where it applies): booleans, strings and nulls where
+    numbers belong, ragged or non-2-D input, no rows, the wrong number of features and
+    non-finite values. A float64 array that passes is returned as is, not copied.
+    """
+    if isinstance(X, np.ndarray) and X.dtype == np.float64:
+        arr = X
+    else:
+        if isinstance(X, np.ndarray):
+            if X.dtype.kind in "iuf":
+                arr = X.astype(np.float64)
+            elif X.dtype.kind == "b":
+                raise NotANumberError(f"{field}: expected numbers, got booleans", field=field)
+            else:
+                raise NotANumberError(
+                    f"{field}: expected numbers, got an array of dtype {X.dtype}", field=field
+                )
+        else:
+            bad = _first_bad_cell(X) if isinstance(X, (list, tuple)) else None
+            if bad is not None:
+                row, column, value = bad
+                if column < 0:
+                    raise NotANumberError(
+                        f"{field}: expected each row to be a list of numbers, "
+                        f"got {describe_value(value)} at row {row}",
+                        field=field,
+                        row=row,
+                    )
+                raise NotANumberError(
+                    f"{field}: expected a number at row {row}, column {column}, "
+                    f"got {describe_value(value)}",
+                    field=field,
+                    row=row,
+                )
+            try:
+                arr = np.asarray(X, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise FeatureCountError(
+                    f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
+                ) from None
+    if arr.ndim != 2:
+        raise FeatureCountError(
+            f"{field}: expected a 2-D array (rows of features), got {arr.ndim} dimension(s)",
+            field=field,
+        )
+    if arr.shape[0] == 0:
+        raise EmptyInputError(f"{field}: expected at least one row, got none", field=field)
+    if n_features is not None and arr.shape[1] != n_features:
+        raise FeatureCountError(
+            f"{field}: expected {n_features} features, got {arr.shape[1]} (row 0)",
+            field=field,
+            row=0,
+        )
+    if arr.shape[1] == 0:
+        raise EmptyInputError(f"{field}: expected at least one feature, got none", field=field)
+    if not np.isfinite(arr.sum()):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            row, column = (int(v) for v in np.argwhere(~finite)[0])
+            raise NonFiniteError(
+                f"{field}: expected finite numbers, got {arr[row, column]!r} "
+                f"at row {row}, column {column}",
+                field=field,
+                row=row,
+            )
+    return np.ascontiguousarray(arr)
+
+
+def check_same_length(n_rows: int, labels: Sized, *, field: str = "labels") -> None:
+    """Instances and labels must pair up one to one."""
+    if len(labels) != n_rows:
+        raise LengthMismatchError(
+            f"{field}: expected {n_rows} labels (one per instance), got {len(labels)}",
+            field=field,
+        )
+
+
+def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
+    """Map labels to class indices. ``classes: (k,)`` sorted; returns ``(m,)`` intp.
+
+    Integer classes accept integers only, string classes strings only (a boolean is neither).
+    """
+    values: Any = y if isinstance(y, np.ndarray) else list(y)  # type: ignore[arg-type]  # a scalar fails len() below with a clear error
+    if len(values) == 0:
+        raise EmptyInputError("labels: expected at least one label, got none", field="labels")
+    want_int = classes.dtype.kind in "iu"
+    if isinstance(values, np.ndarray):
+        ok_kind = values.dtype.kind in ("iu" if want_int else "U")
+        arr = values if ok_kind else None
+    else:
+        arr = None
+        if want_int:
+            ok_kind = all(type(v) is int or isinstance(v, np.integer) for v in values)
+        else:
+            ok_kind = all(isinstance(v, str) for v in values)
+        if ok_kind:
+            arr = np.asarray(values)
+    if arr is None:
+        expected = "integers" if want_int else "strings"
+        for row, value in enumerate(values):
+            good = (
+                (type(value) is int or isinstance(value, np.integer))
+                if want_int
+                else isinstance(value, (str, np.str_))
+            )
+            if not good:
+                raise UnknownLabelError(
+                    f"labels: expected one of the classes ({expected}: {_preview(classes)}), "
+                    f"got {describe_value(value)} at row {row}",
+                    field="labels",
+                    row=row,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+    index = np.searchsorted(classes, arr)
+    clipped = np.minimum(index, classes.shape[0] - 1)
+    known = classes[clipped] == arr
+    if not known.all():
+        row = int(np.argmin(known))
+        raise UnknownLabelError(
+            f"labels: expected one of the classes ({_preview(classes)}), "
+            f"got {arr[row]!r} at row {row}",
+            field="labels",
+            row=row,
+        )
+    result: Index = clipped.astype(np.intp, copy=False)
+    return result
+
+
+def _preview(classes: NDArray[Any], limit: int = 12) -> str:
+    items = [repr(c.item()) for c in classes[:limit]]
+    return ", ".join(items) + (", ..." if classes.shape[0] > limit else "")
