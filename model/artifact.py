@@ -87,7 +87,7 @@ def _open(path: Path) -> Any:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
         raise CorruptArtifactError(f"{path}: not a readable .npz artifact ({exc})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise CorruptArtifactError(f"{path}: not an .npz archive (a bare .npy array)")
@@ -101,7 +101,9 @@ def _string(npz: Any, key: str, path: Path) -> str:
         raise CorruptArtifactError(
             f"{path}: missing {key} (not a softmax-serve artifact)"
         ) from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    # A corrupted zip header can claim encryption or an unsupported method: zipfile raises
+    # RuntimeError (or its subclass NotImplementedError) for those.
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
         raise CorruptArtifactError(f"{path}: unreadable {key} ({exc})") from None
     if not (isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.ndim == 0):
         raise CorruptArtifactError(f"{path}: {key} is not a string")
@@ -143,8 +145,10 @@ def read_record(path: Path) -> Record:
                 arr = npz[name]
             except ValueError as exc:  # object arrays need pickle, which is refused
                 raise CorruptArtifactError(f"{path}: array {name!r} refused ({exc})") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
                 raise CorruptArtifactError(f"{path}: array {name!r} unreadable ({exc})") from None
+            if not isinstance(arr, np.ndarray):  # NpzFile returns raw bytes for a non-.npy member
+                raise CorruptArtifactError(f"{path}: member {name!r} is not a .npy array")
             if arr.dtype.kind not in _ALLOWED_KINDS:
                 raise CorruptArtifactError(f"{path}: array {name!r} has dtype {arr.dtype}")
             arrays[name] = arr

@@ -39,13 +39,20 @@ def logsumexp(Z: Float) -> Float:
     """
     zmax = Z.max(axis=1)
     # A row of -inf would give inf - inf; logits here are always finite, so zmax is too.
-    out: Float = zmax + np.log(np.exp(Z - zmax[:, None]).sum(axis=1))
+    # Logits of opposite sign near the float limit give Z - zmax = -inf: exp makes that an
+    # exact 0, so the overflow is harmless and not worth a warning.
+    with np.errstate(over="ignore"):
+        out: Float = zmax + np.log(np.exp(Z - zmax[:, None]).sum(axis=1))
     return out
 
 
 def log_softmax(Z: Float) -> Float:
     """Row-wise log-probabilities ``Z - logsumexp(Z)``. ``Z: (m, k)`` -> ``(m, k)``."""
-    out: Float = np.subtract(Z, logsumexp(Z)[:, None])
+    # Computed as (Z - max) - log(sum): subtracting logsumexp(Z) itself would lose the
+    # log-sum (<= log k) to rounding once |Z| passes ~1e16.
+    with np.errstate(over="ignore"):
+        shifted = Z - Z.max(axis=1, keepdims=True)
+    out: Float = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return out
 
 
@@ -58,7 +65,8 @@ def softmax(Z: Float) -> Float:
     >>> softmax(np.array([[0.0, 0.0]]))
     array([[0.5, 0.5]])
     """
-    E: Float = np.exp(Z - Z.max(axis=1, keepdims=True))
+    with np.errstate(over="ignore"):  # -inf from Z - max near the float limit: exp gives 0
+        E: Float = np.exp(Z - Z.max(axis=1, keepdims=True))
     E /= E.sum(axis=1, keepdims=True)
     return E
 

@@ -34,9 +34,14 @@ class SGDSettings:
     power_t: float = 0.5
     decay_steps: float = 1000.0
     momentum: float = 0.9
-    l2: float = 1e-4
+    l2: float = 1e-3
 
     def __post_init__(self) -> None:
+        for name in ("learning_rate", "power_t", "decay_steps", "momentum", "l2"):
+            value = getattr(self, name)
+            # Without this, a string would fail the range checks below with a bare TypeError.
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise InvalidParameterError(f"{name} must be a number, got {value!r}", field=name)
         checks = [
             ("learning_rate", self.learning_rate > 0 and np.isfinite(self.learning_rate), "> 0"),
             ("power_t", 0 <= self.power_t <= 10, "in [0, 10]"),

@@ -20,7 +20,7 @@ snapshot).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -181,13 +181,15 @@ class ModelRepository:
         learning_rate: float | None = None,
         passes: int = 1,
         base: LoadedModel | None = None,
+        on_commit: Callable[[LoadedModel], None] | None = None,
     ) -> UpdateResult:
         """Apply one online minibatch to the active version and store the result durably.
 
         Runs under the store's lock and always starts from the store's active version (``base``
         only saves work when it is that version). When this returns, the new version is on
         disk (fsynced) and active. Invalid input or a diverging update raises and stores
-        nothing.
+        nothing. ``on_commit`` runs with the new version while the lock is still held, so a
+        caller can publish it before any later writer's version.
         """
         with self.store.lock(name):
             head = self.store.head(name)
@@ -233,14 +235,23 @@ class ModelRepository:
             stored = self.store.write(name, record)
             self._prune(name)
             loaded = LoadedModel(name, stored.version, updated, stored.meta)
+            if on_commit is not None:
+                on_commit(loaded)
             return UpdateResult(loaded, current.version, report)
 
-    def activate(self, name: str, version: int) -> LoadedModel:
+    def activate(
+        self,
+        name: str,
+        version: int,
+        on_commit: Callable[[LoadedModel], None] | None = None,
+    ) -> LoadedModel:
         """Roll back or forward to a stored version (loaded and verified before it is made
         active, so a broken version is never activated)."""
         with self.store.lock(name):
             loaded = self.load(name, version)
             self.store.activate(name, version)
+            if on_commit is not None:
+                on_commit(loaded)
             return loaded
 
     def keep(self, name: str, version: int, kept: bool = True) -> None:

@@ -75,7 +75,7 @@ class SoftmaxRegression:
         power_t: float = 0.5,
         decay_steps: float = 1000.0,
         momentum: float = 0.9,
-        l2: float = 1e-4,
+        l2: float = 1e-3,
         batch_size: int = 32,
         epochs: int = 100,
         patience: int = 10,
@@ -132,9 +132,15 @@ class SoftmaxRegression:
                 raise InvalidParameterError(
                     f"{name} must be an integer >= {low}, got {value!r}", field=name
                 )
-        if not isinstance(self.patience, int) or self.patience < 1:
+        for name, value, low in (("patience", self.patience, 1), ("seed", self.seed, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidParameterError(
+                    f"{name} must be an integer >= {low}, got {value!r}", field=name
+                )
+        tol_ok = isinstance(self.tol, int | float) and not isinstance(self.tol, bool)
+        if not (tol_ok and 0 <= self.tol < np.inf):
             raise InvalidParameterError(
-                f"patience must be an integer >= 1, got {self.patience!r}", field="patience"
+                f"tol must be >= 0 and finite, got {self.tol!r}", field="tol"
             )
 
     # ----------------------------------------------------------------- state
@@ -236,11 +242,13 @@ class SoftmaxRegression:
         for epoch, order in enumerate(epoch_permutations(n, self.epochs, self.seed), start=1):
             X_epoch, y_epoch = Xs[order], y_index[order]
             total = 0.0
-            for start in range(0, n, bs):
-                state, grad = sgd_step(
-                    state, X_epoch[start : start + bs], y_epoch[start : start + bs], settings
-                )
-                total += grad.loss * min(bs, n - start)
+            # A diverging step overflows; is_finite below turns that into DivergenceError.
+            with np.errstate(over="ignore", invalid="ignore"):
+                for start in range(0, n, bs):
+                    state, grad = sgd_step(
+                        state, X_epoch[start : start + bs], y_epoch[start : start + bs], settings
+                    )
+                    total += grad.loss * min(bs, n - start)
             if not state.is_finite():
                 raise DivergenceError(
                     f"training diverged in epoch {epoch} (a weight became non-finite); "
@@ -318,9 +326,11 @@ class SoftmaxRegression:
         """
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
-        new_state, first = sgd_step(self.state_, Xs, y_index, settings, learning_rate)
-        for _ in range(passes - 1):
-            new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
+        # A diverging step overflows; is_finite below turns that into DivergenceError.
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_state, first = sgd_step(self.state_, Xs, y_index, settings, learning_rate)
+            for _ in range(passes - 1):
+                new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
         if not new_state.is_finite():
             raise DivergenceError(
                 "update refused: it would make a weight non-finite "

@@ -87,6 +87,8 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
                 raise FeatureCountError(
                     f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
                 ) from None
+    if arr.ndim == 1 and arr.shape[0] == 0:  # ``[]``: no rows at all, not a shape problem
+        raise EmptyInputError(f"{field}: expected at least one row, got none", field=field)
     if arr.ndim != 2:
         raise FeatureCountError(
             f"{field}: expected a 2-D array (rows of features), got {arr.ndim} dimension(s)",
@@ -129,7 +131,8 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
 
     Integer classes accept integers only, string classes strings only (a boolean is neither).
     """
-    values: Any = y if isinstance(y, np.ndarray) else list(y)  # type: ignore[arg-type]  # a scalar fails len() below with a clear error
+    # An object array (e.g. from pandas) takes the list path, which checks each value's type.
+    values: Any = y if isinstance(y, np.ndarray) and y.dtype != object else list(y)  # type: ignore[arg-type]  # a scalar fails len() below with a clear error
     if len(values) == 0:
         raise EmptyInputError("labels: expected at least one label, got none", field="labels")
     want_int = classes.dtype.kind in "iu"
@@ -167,7 +170,7 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
         row = int(np.argmin(known))
         raise UnknownLabelError(
             f"labels: expected one of the classes ({_preview(classes)}), "
-            f"got {arr[row]!r} at row {row}",
+            f"got {arr[row].item()!r} at row {row}",
             field="labels",
             row=row,
         )

@@ -1,0 +1,268 @@
+"""Offline training CLI: ``python -m model.train DATA --label COLUMN [options]``.
+
+Loads a CSV (header row), an ``.npz`` with ``X`` and ``y``, or a bundled data set
+(``builtin:digits``, ``builtin:iris``); splits it into stratified, seeded train/validation/test
+parts; optionally cross-validates and searches learning rate and L2 on a log grid; trains with
+early stopping on the validation part; reports test metrics; and writes a new version into the
+artifact store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import (
+    Dataset,
+    fingerprint,
+    load_dataset,
+    stratified_kfold,
+    train_val_test_split,
+)
+from .errors import ModelError
+from .maths import Index
+from .metrics import classification_report
+from .optimizer import SCHEDULES
+from .repository import ModelRepository
+from .softmax import EpochRecord, SoftmaxRegression
+from .store import LocalArtifactStore
+from .validation import check_labels
+
+__all__ = ["build_parser", "main"]
+
+BUILTIN_LABELS = {"builtin:digits": "digit", "builtin:iris": "species"}
+SEARCH_LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
+SEARCH_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SoftmaxRegression()
+    p = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description="Train a softmax-regression model and store it as a new version.",
+    )
+    p.add_argument("data", help="CSV (header row), .npz with X and y, or builtin:digits|iris")
+    p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
+    p.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    p.add_argument("--store", default="artifacts", help="artifact store directory")
+    p.add_argument("--name", help="model name (default: the data file's stem)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    p.add_argument("--momentum", type=float, default=defaults.momentum)
+    p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty (l2/2)||W||^2")
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validation")
+    p.add_argument("--search", action="store_true", help="grid-search learning rate and L2")
+    p.add_argument("--keep", action="store_true", help="exempt the new version from retention")
+    p.add_argument("--keep-last", type=int, default=100, help="retention: versions to keep")
+    p.add_argument(
+        "--if-store-empty", action="store_true", help="do nothing if the store has any model"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _estimator(args: argparse.Namespace, **overrides: Any) -> SoftmaxRegression:
+    settings: dict[str, Any] = dict(
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        momentum=args.momentum,
+        l2=args.l2,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+    )
+    settings.update(overrides)
+    return SoftmaxRegression(**settings)
+
+
+def _fit(
+    estimator: SoftmaxRegression,
+    data: Dataset,
+    train: Index,
+    val: Index,
+    *,
+    progress: bool = False,
+    description: str = "",
+) -> SoftmaxRegression:
+    validation = (data.X[val], data.y[val]) if val.size else None
+    if not progress:
+        return estimator.fit(
+            data.X[train], data.y[train], validation=validation, feature_names=data.feature_names
+        )
+    from tqdm import tqdm
+
+    with tqdm(total=estimator.epochs, desc=description, unit="epoch", leave=True) as bar:
+
+        def show(record: EpochRecord) -> None:
+            postfix = {"loss": f"{record.train_loss:.4f}"}
+            if record.val_accuracy is not None:
+                postfix["val_acc"] = f"{record.val_accuracy:.4f}"
+            bar.set_postfix(postfix)
+            bar.update(1)
+
+        return estimator.fit(
+            data.X[train],
+            data.y[train],
+            validation=validation,
+            feature_names=data.feature_names,
+            callback=show,
+        )
+
+
+def _search(args: argparse.Namespace, data: Dataset, train: Index, val: Index) -> dict[str, Any]:
+    """Log-scale grid over learning rate and L2; the best by validation log-loss."""
+    if not val.size:
+        raise ModelError("--search needs a validation split (--val-fraction > 0)")
+    results = []
+    for lr in SEARCH_LEARNING_RATES:
+        for l2 in SEARCH_L2:
+            est = _fit(_estimator(args, learning_rate=lr, l2=l2), data, train, val)
+            try:
+                loss = est.log_loss(data.X[val], data.y[val])
+            except ModelError:
+                loss = float("inf")
+            results.append({"learning_rate": lr, "l2": l2, "val_log_loss": loss})
+    best = min(results, key=lambda r: r["val_log_loss"])
+    return {"grid": results, "best": best}
+
+
+def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int) -> dict[str, Any]:
+    """K-fold accuracy over ``rows``; each fold's training part keeps its own validation part
+    for early stopping."""
+    scores = []
+    for fold_train, fold_test in stratified_kfold(data.y[rows], k, args.seed):
+        inner_train, inner_val, _ = train_val_test_split(
+            data.y[rows[fold_train]], args.val_fraction, 0.0, args.seed
+        )
+        est = _fit(
+            _estimator(args), data, rows[fold_train][inner_train], rows[fold_train][inner_val]
+        )
+        predicted = est.predict(data.X[rows[fold_test]])
+        scores.append(float(np.mean(predicted == data.y[rows[fold_test]])))
+    return {
+        "k": k,
+        "accuracy_mean": float(np.mean(scores)),
+        "accuracy_std": float(np.std(scores)),
+        "accuracy_folds": scores,
+    }
+
+
+def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | None:
+    started = time.perf_counter()
+    store = LocalArtifactStore(args.store)
+    if args.if_store_empty and store.models():
+        print(
+            f"store {args.store} already holds {', '.join(store.models())}; not training", file=out
+        )
+        return None
+    label = args.label or BUILTIN_LABELS.get(args.data)
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    data = load_dataset(args.data, label=label, features=features)
+    name = args.name or (
+        args.data.split(":", 1)[1]
+        if args.data.startswith("builtin:")
+        else Path(args.data).name.split(".")[0]
+    )
+    train, val, test = train_val_test_split(
+        data.y, args.val_fraction, args.test_fraction, args.seed
+    )
+    progress = not args.quiet and out.isatty()
+    report: dict[str, Any] = {"model": name}
+    chosen: dict[str, Any] = {}
+    if args.search:
+        search = _search(args, data, train, val)
+        chosen = {"learning_rate": search["best"]["learning_rate"], "l2": search["best"]["l2"]}
+        report["search"] = search
+    if args.cv:
+        report["cv"] = _cross_validate(args, data, np.concatenate([train, val]), args.cv)
+    estimator = _fit(
+        _estimator(args, **chosen), data, train, val, progress=progress, description=name
+    )
+    if test.size:
+        y_test = check_labels(data.y[test], estimator.classes_)
+        proba = estimator.predict_proba(data.X[test])
+        metrics = classification_report(
+            y_test, proba.argmax(axis=1), proba, [c.item() for c in estimator.classes_]
+        )
+    else:
+        metrics = {}
+    training = {
+        "data": data.source,
+        "rows": {"train": int(train.size), "validation": int(val.size), "test": int(test.size)},
+        "epochs_run": estimator.n_epochs_run_,
+        "best_epoch": estimator.best_epoch_,
+        "seconds": round(time.perf_counter() - started, 3),
+        **({"search": report["search"]["best"]} if args.search else {}),
+        **(
+            {"cv": {k: v for k, v in report["cv"].items() if k != "accuracy_folds"}}
+            if args.cv
+            else {}
+        ),
+    }
+    repository = ModelRepository(store, keep_last=args.keep_last)
+    saved = repository.save(
+        estimator,
+        name,
+        training=training,
+        metrics=metrics,
+        fingerprint=fingerprint(data.X, data.y),
+        keep=args.keep,
+    )
+    report.update(
+        version=saved.version,
+        test_accuracy=metrics.get("accuracy"),
+        test_log_loss=metrics.get("log_loss"),
+        per_class=metrics.get("per_class"),
+        confusion_matrix=metrics.get("confusion_matrix"),
+        epochs_run=estimator.n_epochs_run_,
+        best_epoch=estimator.best_epoch_,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if args.json:
+        print(json.dumps(report), file=out)
+    else:
+        summary = [f"model {name} version {saved.version} written to {args.store}"]
+        if metrics:
+            summary.append(
+                f"test accuracy {metrics['accuracy']:.4f}, test log-loss {metrics['log_loss']:.4f}"
+            )
+        if args.cv:
+            cv = report["cv"]
+            summary.append(
+                f"{cv['k']}-fold CV accuracy {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f}"
+            )
+        if args.search:
+            best = report["search"]["best"]
+            summary.append(f"search: best learning rate {best['learning_rate']}, l2 {best['l2']}")
+        summary.append(f"epochs run {estimator.n_epochs_run_}, {report['seconds']} s")
+        print("\n".join(summary), file=out)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ModelError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

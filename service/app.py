@@ -1,0 +1,95 @@
+"""The FastAPI application: ``create_app(settings)`` wires store, runtime, routes and errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from model import ModelRepository
+from model.errors import ModelError
+from model.store import LocalArtifactStore
+
+from .body import BodyLimitMiddleware
+from .config import Settings
+from .deps import AppState
+from .errors import install_error_handlers
+from .metrics import Metrics, MetricsMiddleware
+from .routes import health, metrics, models, predict, train
+from .runtime import Runtime
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("service")
+
+DESCRIPTION = """
+Serves a softmax-regression model from a versioned artifact store and keeps it learning from
+labelled minibatches (`POST /train`). Every acknowledged update is durable, concurrent updates
+are serialized across worker processes, and bad input gets a 4xx that changes nothing.
+Errors always have the body `{"error": {"type", "message", "field", "row"}}`.
+"""
+
+
+def _configure_logging(level: str) -> None:
+    """Log like uvicorn does, once per process (each worker builds its own app)."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level.upper())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Nothing is loaded until the lifespan starts."""
+    settings = settings or Settings()
+    _configure_logging(settings.log_level)
+    store = LocalArtifactStore(settings.store, lock_timeout=settings.lock_timeout)
+    repository = ModelRepository(
+        store, keep_last=settings.keep_last, snapshot_every=settings.snapshot_every
+    )
+    runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.api_key is None or not settings.api_key.get_secret_value():
+            log.warning(
+                "no API key configured (SOFTMAX_API_KEY): /train and /models/{version}/activate "
+                "are open to anyone who can reach this port"
+            )
+        runtime.resolve_name()  # several models and no --model: refuse to start
+        try:
+            await run_in_threadpool(runtime.refresh)
+        except ModelError as exc:
+            log.error("could not load the active model: %s (retrying)", exc.message)
+        if runtime.current is None:
+            log.warning("no model loaded from %s yet: not ready until one appears", store.root)
+        runtime.start_polling(settings.reload_interval)
+        try:
+            yield
+        finally:
+            runtime.stop_polling()
+            app_metrics.process_exit()
+
+    app = FastAPI(
+        title="softmax-serve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.softmax = AppState(settings, runtime, app_metrics)
+    install_error_handlers(app)
+    app.include_router(predict.build_router(settings.max_rows))
+    app.include_router(
+        train.build_router(settings.max_rows, settings.max_learning_rate, settings.max_passes)
+    )
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    return app

@@ -1,0 +1,233 @@
+"""Request bodies: the size limit (before parsing) and fast, strict JSON to NumPy conversion.
+
+``/predict`` is the hot path, so bodies are parsed with orjson and the rows go straight into a
+NumPy array; the pydantic models in :mod:`service.schemas` document the same contract for
+OpenAPI. Strictness is kept: a boolean, string or null is never taken for a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model import LoadedModel
+from model.errors import EmptyInputError, FeatureCountError, UnknownFeatureError
+from model.validation import check_matrix, describe_value
+
+from .errors import ApiError, error_response
+
+__all__ = [
+    "BodyLimitMiddleware",
+    "optional_int",
+    "optional_number",
+    "parse_instances",
+    "read_json_object",
+]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over ``limit`` bytes: at once for a declared Content-Length,
+    and as soon as a chunked body crosses the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _reject(self) -> Any:
+        return error_response(
+            413,
+            "body_too_large",
+            f"request body exceeds the limit of {self.limit} bytes (max_body_bytes)",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await self._reject()(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject()(scope, receive, send)
+
+
+async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
+    """The body as a JSON object, and its raw bytes."""
+    body = await request.body()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_request", f"expected a JSON object, got {type(data).__name__}")
+    return data, body
+
+
+def check_fields(data: dict[str, Any], allowed: Sequence[str], required: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"unknown field {key!r}; expected {', '.join(allowed)}",
+                field=key,
+            )
+    for key in required:
+        if key not in data:
+            raise ApiError(422, "invalid_request", f"missing field {key!r}", field=key)
+
+
+def parse_instances(
+    value: Any, model: LoadedModel, max_rows: int, *, may_hold_booleans: bool = True
+) -> NDArray[np.float64]:
+    """JSON ``instances`` -> validated float64 ``(n, d)`` for ``model``.
+
+    Rows are lists of ``d`` numbers, or objects keyed by the model's feature names.
+    ``may_hold_booleans=False`` (the raw body contains no ``true``/``false``) allows the fast
+    conversion; anything odd falls back to the precise per-cell checks.
+    """
+    n_features = model.estimator.n_features_in_
+    if not isinstance(value, list):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"instances: expected a list of rows, got {describe_value(value)}",
+            field="instances",
+        )
+    if not value:
+        raise EmptyInputError("instances: expected at least one row, got none", field="instances")
+    if len(value) > max_rows:
+        raise ApiError(
+            422,
+            "too_many_rows",
+            f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
+            field="instances",
+        )
+    if isinstance(value[0], dict):
+        return check_matrix(_rows_from_objects(value, model), n_features)
+    if not may_hold_booleans:
+        try:
+            arr = np.array(value)
+        except ValueError:  # ragged
+            arr = None
+        if arr is not None and arr.dtype.kind in "fi":
+            return check_matrix(arr, n_features)
+    for row, item in enumerate(value):
+        if isinstance(item, list) and len(item) != n_features:
+            raise FeatureCountError(
+                f"instances: expected {n_features} features, got {len(item)} (row {row})",
+                field="instances",
+                row=row,
+            )
+    return check_matrix(value, n_features)
+
+
+def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:
+    names = model.estimator.feature_names_
+    if names is None:
+        raise UnknownFeatureError(
+            "instances: this model has no feature names; send rows as lists of numbers",
+            field="instances",
+            row=0,
+        )
+    position = {name: i for i, name in enumerate(names)}
+    out: list[list[Any]] = []
+    for row, item in enumerate(rows):
+        if not isinstance(item, dict):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"instances: expected every row to be an object like row 0, "
+                f"got {describe_value(item)} at row {row}",
+                field="instances",
+                row=row,
+            )
+        unknown = [key for key in item if key not in position]
+        if unknown:
+            raise UnknownFeatureError(
+                f"instances: unknown feature {unknown[0]!r} at row {row} "
+                f"(the model's features: {', '.join(names[:8])}"
+                f"{', ...' if len(names) > 8 else ''})",
+                field="instances",
+                row=row,
+            )
+        if len(item) != len(names):
+            missing = next(name for name in names if name not in item)
+            raise UnknownFeatureError(
+                f"instances: missing feature {missing!r} at row {row}",
+                field="instances",
+                row=row,
+            )
+        out.append([item[name] for name in names])
+    return out
+
+
+def optional_number(
+    data: dict[str, Any], key: str, low: float, high: float, *, low_inclusive: bool = False
+) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    in_range = ok_type and (value >= low if low_inclusive else value > low) and value <= high
+    if not in_range:
+        bracket = "[" if low_inclusive else "("
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"{key}: expected a number in {bracket}{low:g}, {high:g}], got {describe_value(value)}",
+            field=key,
+        )
+    return float(value)
+
+
+def optional_int(data: dict[str, Any], key: str, low: int, high: int | None) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or value < low or (high is not None and value > high):
+        upper = f"..{high}" if high is not None else " or more"
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"{key}: expected an integer {low}{upper}, got {describe_value(value)}",
+            field=key,
+        )
+    return value

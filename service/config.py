@@ -1,0 +1,66 @@
+"""The service's one settings class: environment variables ``SOFTMAX_*`` and matching flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "SOFTMAX_"
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable ``SOFTMAX_<NAME>`` and a flag ``--<name>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    store: Path = Field(Path("artifacts"), description="artifact store directory")
+    model: str | None = Field(
+        None, description="model name to serve; may be omitted if the store holds one model"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="bearer key required by /train and /models/{version}/activate; "
+        "unset means those routes are open to anyone (a warning is logged)",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
+    )
+    max_rows: int = Field(1000, ge=1, le=1_000_000, description="most rows in one request")
+    max_learning_rate: float = Field(
+        1.0, gt=0, le=1e6, description="upper bound of a /train request's learning_rate"
+    )
+    max_passes: int = Field(10, ge=1, le=1000, description="upper bound of /train's passes")
+    reload_interval: float = Field(
+        1.0, gt=0, le=3600, description="seconds between checks of the store for new versions"
+    )
+    keep_last: int = Field(100, ge=1, description="retention: newest versions to keep")
+    snapshot_every: int = Field(
+        100, ge=1, description="at most this many online updates between full snapshots"
+    )
+    metrics_window: int = Field(
+        1000, ge=1, description="rows in the rolling prequential accuracy/log-loss window"
+    )
+    lock_timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for the store's writer lock (503 after)"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

@@ -1,0 +1,53 @@
+"""Shared request dependencies: the app's runtime, settings, metrics, and bearer-key auth."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .config import Settings
+from .errors import ApiError
+from .metrics import Metrics
+from .runtime import Runtime
+
+__all__ = ["AppState", "Authorized", "State", "app_state", "require_api_key"]
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    runtime: Runtime
+    metrics: Metrics
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.softmax
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+def require_api_key(request: Request, state: State) -> None:
+    """401 without ``Authorization: Bearer <key>``, 403 with a wrong key (constant-time)."""
+    secret = state.settings.api_key
+    expected = secret.get_secret_value() if secret is not None else ""
+    if not expected:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if scheme.lower() != "bearer" or not supplied.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this route requires an 'Authorization: Bearer <key>' header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "the bearer key is not valid")
+
+
+Authorized = Depends(require_api_key)

@@ -1,0 +1,128 @@
+"""Prometheus metrics, correct with several worker processes.
+
+``python -m service`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any
+worker starts; every worker then writes its samples there and ``/metrics`` aggregates all of
+them. Without that variable (in-process tests) each app gets its own registry.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_GaugeMode = Literal["livemostrecent", "livemax", "livesum"]
+
+
+class Metrics:
+    """The service's metrics, registered in their own registry."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(_MULTIPROC_ENV))
+        self.registry = CollectorRegistry()
+        r = self.registry
+
+        def gauge(name: str, doc: str, mode: _GaugeMode) -> Gauge:
+            return Gauge(name, doc, registry=r, multiprocess_mode=mode)
+
+        self.requests = Counter(
+            "softmax_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "softmax_http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            ["method", "route", "status"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.rows_predicted = Counter(
+            "softmax_rows_predicted_total", "rows answered by /predict", registry=r
+        )
+        self.updates_applied = Counter(
+            "softmax_updates_applied_total", "online updates made durable by /train", registry=r
+        )
+        self.rows_trained = Counter(
+            "softmax_rows_trained_total", "labelled rows applied by /train", registry=r
+        )
+        self.updates_rejected = Counter(
+            "softmax_updates_rejected_total",
+            "/train requests refused, by error type",
+            ["reason"],
+            registry=r,
+        )
+        self.active_version = gauge(
+            "softmax_active_version", "model version this process serves", "livemax"
+        )
+        self.prequential_accuracy = gauge(
+            "softmax_prequential_accuracy",
+            "test-then-train accuracy of the online stream over the rolling window",
+            "livemostrecent",
+        )
+        self.prequential_log_loss = gauge(
+            "softmax_prequential_log_loss",
+            "test-then-train log-loss of the online stream over the rolling window",
+            "livemostrecent",
+        )
+        self.prequential_rows = gauge(
+            "softmax_prequential_window_rows",
+            "rows in the rolling prequential window",
+            "livemostrecent",
+        )
+
+    def exposition(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    def process_exit(self) -> None:
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template (not raw path) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            labels = (scope["method"], template, str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)

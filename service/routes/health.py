@@ -1,0 +1,32 @@
+"""GET /health/live, GET /health/ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..deps import State
+from ..errors import error_response
+from ..schemas import HealthResponse, error_responses
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live", response_model=HealthResponse)
+async def live() -> dict[str, Any]:
+    """The process is up and answering."""
+    return {"status": "live"}
+
+
+@router.get("/ready", response_model=HealthResponse, responses=error_responses(503))
+async def ready(state: State) -> Any:
+    """Ready only when a model is loaded."""
+    model = state.runtime.current
+    if model is None:
+        return error_response(
+            503, "no_model", "not ready: no model is loaded yet", headers={"Retry-After": "1"}
+        )
+    return {"status": "ready", "model": model.name, "version": model.version}

@@ -1,0 +1,26 @@
+"""GET /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from ..deps import State
+from ..metrics import CONTENT_TYPE_LATEST
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(state: State) -> Response:
+    """Prometheus text format, aggregated over all worker processes."""
+    model = state.runtime.current
+    if model is not None:
+        state.metrics.active_version.set(model.version)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
