@@ -37,7 +37,6 @@ from .validation import check_labels
 
 __all__ = ["build_parser", "main"]
 
-BUILTIN_LABELS = {"builtin:digits": "digit", "builtin:iris": "species"}
 SEARCH_LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
 SEARCH_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
 
@@ -170,9 +169,8 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
             f"store {args.store} already holds {', '.join(store.models())}; not training", file=out
         )
         return None
-    label = args.label or BUILTIN_LABELS.get(args.data)
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    data = load_dataset(args.data, label=label, features=features)
+    data = load_dataset(args.data, label=args.label, features=features)
     name = args.name or (
         args.data.split(":", 1)[1]
         if args.data.startswith("builtin:")
@@ -257,7 +255,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(args, sys.stdout)  # the current stream: the default was bound at import
     except ModelError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -1,0 +1,840 @@
+"""Data sets: loading (bundled, CSV, npz), stratified splits and fingerprints.
+
+A :class:`Dataset` holds a float64 feature matrix and a label vector whose dtype is int64 when
+every label is an integer and fixed-width unicode otherwise (never ``object``). Every problem with
+a file is a :class:`~model.errors.DataFileError` whose message names the file and, where it
+applies, the line and the column; its ``field`` is the column (or array) name, and its ``row``
+the 1-based line number in a CSV file or the 0-based row of an npz array ``X``.
+
+Example::
+
+    >>> dataset = load_dataset("builtin:iris")
+    >>> dataset.X.shape, dataset.classes.tolist()
+    ((150, 4), ['setosa', 'versicolor', 'virginica'])
+    >>> train, val, test = train_val_test_split(dataset.y, 0.1, 0.2, seed=0)
+    >>> len(train), len(val), len(test)
+    (105, 15, 30)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import math
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import IO, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model.errors import (
+    DataFileError,
+    EmptyInputError,
+    FeatureCountError,
+    InvalidInputError,
+    InvalidParameterError,
+    LengthMismatchError,
+    NonFiniteError,
+)
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "Dataset",
+    "FilePath",
+    "fingerprint",
+    "load_builtin",
+    "load_csv",
+    "load_dataset",
+    "load_npz",
+    "stratified_kfold",
+    "train_val_test_split",
+]
+
+FilePath = str | os.PathLike[str]
+
+# name -> (file in model/datasets/, label column)
+_BUILTINS: dict[str, tuple[str, str]] = {
+    "digits": ("digits.csv.gz", "digit"),
+    "iris": ("iris.csv", "species"),
+}
+BUILTIN_DATASETS: tuple[str, ...] = tuple(sorted(_BUILTINS))
+_BUILTIN_PREFIX = "builtin:"
+_PACKAGE = __name__.rpartition(".")[0]
+_NPZ_LABEL_NAME = "y"
+# Class counts listed in full in an error message up to this many classes.
+_MAX_LISTED_CLASSES = 20
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features and labels of one data set, read-only.
+
+    ``X``: (n_samples, n_features) float64, all finite; ``y``: (n_samples,) int64 when every label
+    is an integer, else fixed-width unicode (``<U..``); ``feature_names``: (n_features,) distinct
+    names; ``label_name`` names the label column; ``source`` says where the data came from
+    (``builtin:iris`` or the file path). The arrays are read-only views, so a dataset can be
+    shared between threads. ``eq=False``: arrays have no single truth value; compare
+    :func:`fingerprint` values instead.
+
+    >>> Dataset(np.zeros((2, 1)), np.array([0, 1]), ("x",), "label", "memory").n_samples
+    2
+    """
+
+    X: NDArray[np.float64]
+    y: NDArray[Any]
+    feature_names: tuple[str, ...]
+    label_name: str
+    source: str
+
+    def __post_init__(self) -> None:
+        features = np.asarray(self.X)
+        if features.ndim != 2:
+            raise InvalidInputError(
+                f"X must be 2-D (n_samples, n_features), got shape {features.shape}", field="X"
+            )
+        if features.dtype.kind not in "biuf":
+            raise InvalidInputError(f"X must be numeric, got dtype {features.dtype}", field="X")
+        features = features.astype(np.float64, copy=False)
+        if features.shape[0] == 0 or features.shape[1] == 0:
+            raise EmptyInputError(
+                f"X must have at least one row and one feature, got shape {features.shape}",
+                field="X",
+            )
+        finite = np.isfinite(features)
+        if not finite.all():
+            row, column = (int(index) for index in np.argwhere(~finite)[0])
+            raise NonFiniteError(
+                f"X must be finite, got {features[row, column]} at row {row}, column {column}",
+                field="X",
+                row=row,
+            )
+        labels = np.asarray(self.y)
+        if labels.ndim != 1:
+            raise InvalidInputError(
+                f"y must be 1-D (n_samples,), got shape {labels.shape}", field="y"
+            )
+        if labels.shape[0] != features.shape[0]:
+            raise LengthMismatchError(
+                f"X and y must have the same number of rows, got {features.shape[0]} and "
+                f"{labels.shape[0]}",
+                field="y",
+            )
+        try:
+            labels = _labels_from_array(labels)
+        except ValueError as error:
+            raise InvalidInputError(f"y: {error}", field="y") from None
+        names = tuple(self.feature_names)
+        if len(names) != features.shape[1] or not all(isinstance(name, str) for name in names):
+            raise FeatureCountError(
+                f"feature_names must be {features.shape[1]} strings (one per column of X), "
+                f"got {len(names)}",
+                field="feature_names",
+            )
+        duplicate = _first_duplicate(names)
+        if duplicate is not None:
+            raise InvalidInputError(
+                f"feature_names must be distinct, got {duplicate!r} twice", field="feature_names"
+            )
+        object.__setattr__(self, "X", _read_only(features))
+        object.__setattr__(self, "y", _read_only(labels))
+        object.__setattr__(self, "feature_names", names)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.X.shape[1])
+
+    @property
+    def classes(self) -> NDArray[Any]:
+        """(n_classes,) the distinct labels, sorted."""
+        return np.unique(self.y)
+
+    def fingerprint(self) -> str:
+        """``fingerprint(self.X, self.y)``."""
+        return fingerprint(self.X, self.y)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_dataset(
+    spec: FilePath, label: str | None = None, features: Sequence[str] | None = None
+) -> Dataset:
+    """Load ``builtin:iris``, ``builtin:digits``, or a ``.csv`` / ``.csv.gz`` / ``.npz`` file.
+
+    ``label`` names the label column and is required for CSV files (for a builtin it defaults to
+    the bundled label column; for npz it only names the ``y`` array). ``features`` selects and
+    orders feature columns by name. Returns X: (n_samples, n_features), y: (n_samples,).
+
+    >>> load_dataset("builtin:iris", features=["petal_width"]).X.shape
+    (150, 1)
+    """
+    text = os.fspath(spec)
+    if text.startswith(_BUILTIN_PREFIX):
+        return _load_builtin(text[len(_BUILTIN_PREFIX) :], label, features)
+    lowered = text.lower()
+    if lowered.endswith((".csv", ".csv.gz")):
+        if label is None:
+            raise DataFileError(
+                f"{text}: a label column is required for CSV files, got none", field="label"
+            )
+        return load_csv(text, label, features)
+    if lowered.endswith(".npz"):
+        dataset = load_npz(text, label_hint=label)
+        return dataset if features is None else _select_features(dataset, features)
+    raise DataFileError(
+        f"unsupported data set {text!r}: expected "
+        + ", ".join(f"'{_BUILTIN_PREFIX}{name}'" for name in BUILTIN_DATASETS)
+        + " or a path ending in .csv, .csv.gz or .npz"
+    )
+
+
+def load_builtin(name: str) -> Dataset:
+    """Load a data set bundled with the package: ``"iris"`` or ``"digits"``.
+
+    iris: X (150, 4), 3 classes named ``setosa``, ``versicolor``, ``virginica``;
+    digits: X (1797, 64) pixel intensities 0-16, 10 classes ``0``-``9`` (int64 labels).
+
+    >>> load_builtin("digits").X.shape
+    (1797, 64)
+    """
+    return _load_builtin(name, None, None)
+
+
+def load_csv(path: FilePath, label: str, features: Sequence[str] | None = None) -> Dataset:
+    """Load a CSV file (optionally gzip-compressed, ``.gz``) with a header row.
+
+    Every column but ``label`` is a numeric feature, unless ``features`` names the columns to use
+    (in that order). Returns X: (n_samples, n_features) float64, y: (n_samples,). Blank lines are
+    skipped; fields are read by :mod:`csv`, so quoted fields may hold commas (spaces after a
+    comma are ignored); names and labels are stripped of surrounding spaces.
+
+    >>> load_csv(resources.files("model") / "datasets" / "iris.csv", "species").X.shape
+    (150, 4)
+    """
+    source = os.fspath(path)
+    wanted = _check_feature_selection(features)
+    header, header_line, rows, lines = _read_csv(source)
+    columns = _check_header(source, header, header_line)
+    label_index, feature_indices = _select_columns(source, columns, header_line, label, wanted)
+    cells = np.array(rows, dtype=str).reshape(len(rows), len(columns))
+    line_numbers = np.asarray(lines, dtype=np.int64)
+    names = tuple(columns[index] for index in feature_indices)
+    X = _parse_features(source, cells[:, feature_indices], names, feature_indices, line_numbers)
+    y = _parse_labels(source, cells[:, label_index], columns[label_index], line_numbers)
+    return Dataset(X=X, y=y, feature_names=names, label_name=columns[label_index], source=source)
+
+
+def load_npz(path: FilePath, label_hint: str | None = None) -> Dataset:
+    """Load an ``.npz`` archive with arrays ``X`` (2-D numeric) and ``y`` (1-D, same length).
+
+    An optional ``feature_names`` array (1-D strings, one per column) names the features; without
+    it they are ``feature_0``, ``feature_1``, ... ``label_hint`` becomes ``label_name`` (default
+    ``"y"``). Pickled (object) arrays are never loaded. Returns X: (n_samples, n_features).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     np.savez(f"{folder}/data.npz", X=np.eye(2), y=np.array([0, 1]))
+    ...     load_npz(f"{folder}/data.npz").feature_names
+    ('feature_0', 'feature_1')
+    """
+    source = os.fspath(path)
+    arrays = _read_npz(source)
+    X = _npz_features(source, arrays["X"])
+    labels = arrays["y"]
+    if labels.ndim != 1:
+        raise DataFileError(
+            f"{source}: array 'y' must be 1-D (n_samples,), got shape {labels.shape}", field="y"
+        )
+    if labels.shape[0] != X.shape[0]:
+        raise DataFileError(
+            f"{source}: arrays 'X' and 'y' must have the same length, got {X.shape[0]} rows in "
+            f"'X' and {labels.shape[0]} labels in 'y'",
+            field="y",
+        )
+    try:
+        y = _labels_from_array(labels)
+    except ValueError as error:
+        raise DataFileError(f"{source}: array 'y': {error}", field="y") from None
+    if "feature_names" in arrays:
+        names = _npz_feature_names(source, arrays["feature_names"], X.shape[1])
+    else:
+        names = tuple(f"feature_{index}" for index in range(X.shape[1]))
+    label_name = _NPZ_LABEL_NAME if label_hint is None else label_hint
+    return Dataset(X=X, y=y, feature_names=names, label_name=label_name, source=source)
+
+
+def _load_builtin(name: str, label: str | None, features: Sequence[str] | None) -> Dataset:
+    if name not in _BUILTINS:
+        raise DataFileError(
+            f"unknown builtin data set {name!r}: expected one of "
+            + ", ".join(repr(known) for known in BUILTIN_DATASETS)
+        )
+    file_name, default_label = _BUILTINS[name]
+    resource = resources.files(_PACKAGE) / "datasets" / file_name
+    with resources.as_file(resource) as path:
+        dataset = load_csv(path, default_label if label is None else label, features)
+    return dataclasses.replace(dataset, source=f"{_BUILTIN_PREFIX}{name}")
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_text(source: str) -> Iterator[IO[str]]:
+    # utf-8-sig drops the byte-order mark some spreadsheet programs write.
+    if source.lower().endswith(".gz"):
+        with gzip.open(source, "rt", encoding="utf-8-sig", newline="") as handle:
+            yield handle
+    else:
+        with open(source, encoding="utf-8-sig", newline="") as handle:
+            yield handle
+
+
+def _read_csv(source: str) -> tuple[list[str], int, list[list[str]], list[int]]:
+    """Header, its line, the data rows and the line each row starts on."""
+    line = 0
+    try:
+        with _open_text(source) as handle:
+            reader = csv.reader(handle, strict=True, skipinitialspace=True)
+            header: list[str] | None = None
+            for row in reader:
+                if row:
+                    header = row
+                    break
+            line = reader.line_num
+            if header is None:
+                raise DataFileError(
+                    f"{source}: the file is empty; expected a header row naming the columns"
+                )
+            header_line = line
+            width = len(header)
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            start = line + 1
+            for row in reader:
+                if row:
+                    if len(row) != width:
+                        raise DataFileError(
+                            f"{source}, line {start}: expected {width} fields (one per header "
+                            f"column), got {len(row)}",
+                            row=start,
+                        )
+                    rows.append(row)
+                    lines.append(start)
+                start = reader.line_num + 1
+                line = reader.line_num
+    except FileNotFoundError:
+        raise DataFileError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise DataFileError(f"{source}: is a directory, expected a file") from None
+    except PermissionError:
+        raise DataFileError(f"{source}: permission denied") from None
+    except csv.Error as error:
+        raise DataFileError(
+            f"{source}, line {line + 1}: malformed CSV: {error}", row=line + 1
+        ) from None
+    except UnicodeDecodeError as error:
+        raise DataFileError(
+            f"{source}: not UTF-8 text (near line {line + 1}: {error.reason})"
+        ) from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataFileError(f"{source}: cannot read the file: {error}") from None
+    if not rows:
+        raise DataFileError(
+            f"{source}: no data rows; expected at least one row after the header (line "
+            f"{header_line})"
+        )
+    return header, header_line, rows, lines
+
+
+def _check_header(source: str, header: list[str], line: int) -> list[str]:
+    columns = [name.strip() for name in header]
+    for position, name in enumerate(columns, start=1):
+        if not name:
+            raise DataFileError(
+                f"{source}, line {line}: column {position} of the header has no name", row=line
+            )
+    seen: dict[str, int] = {}
+    for position, name in enumerate(columns, start=1):
+        if name in seen:
+            raise DataFileError(
+                f"{source}, line {line}: duplicate column name {name!r} (columns {seen[name]} "
+                f"and {position}); column names must be unique",
+                field=name,
+                row=line,
+            )
+        seen[name] = position
+    return columns
+
+
+def _check_feature_selection(features: Sequence[str] | None) -> list[str] | None:
+    if features is None:
+        return None
+    if isinstance(features, str):
+        raise InvalidParameterError(
+            f"features must be a sequence of column names, got the string {features!r}",
+            field="features",
+        )
+    wanted = list(features)
+    if not wanted:
+        raise InvalidParameterError(
+            "features is empty; expected at least one column name", field="features"
+        )
+    duplicate = _first_duplicate(wanted)
+    if duplicate is not None:
+        raise InvalidParameterError(
+            f"features must be distinct, got {duplicate!r} twice", field="features"
+        )
+    return wanted
+
+
+def _select_columns(
+    source: str, columns: list[str], line: int, label: str, features: list[str] | None
+) -> tuple[int, list[int]]:
+    index = {name: position for position, name in enumerate(columns)}
+    available = ", ".join(repr(name) for name in columns)
+    if label not in index:
+        raise DataFileError(
+            f"{source}, line {line}: label column {label!r} not found; available columns: "
+            f"{available}",
+            field=label,
+            row=line,
+        )
+    label_index = index[label]
+    if features is None:
+        feature_indices = [position for position in range(len(columns)) if position != label_index]
+        if not feature_indices:
+            raise DataFileError(
+                f"{source}, line {line}: no feature columns; the header has only the label "
+                f"column {label!r}",
+                row=line,
+            )
+        return label_index, feature_indices
+    for name in features:
+        if name not in index:
+            raise DataFileError(
+                f"{source}, line {line}: feature column {name!r} not found; available columns: "
+                f"{available}",
+                field=name,
+                row=line,
+            )
+        if name == label:
+            raise DataFileError(
+                f"{source}, line {line}: column {name!r} is the label, it cannot also be a feature",
+                field=name,
+                row=line,
+            )
+    return label_index, [index[name] for name in features]
+
+
+def _parse_features(
+    source: str,
+    cells: NDArray[np.str_],
+    names: tuple[str, ...],
+    file_positions: list[int],
+    lines: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """``cells``: (n_rows, n_features) text; scan order for errors is the file's column order."""
+    order = np.argsort(file_positions, kind="stable")
+    try:
+        X = cells.astype(np.float64)
+    except ValueError:
+        row, column = _first_unparsable(cells, order)
+        text = str(cells[row, column])
+        got = "an empty field" if not text.strip() else repr(text)
+        raise DataFileError(
+            f"{source}, line {lines[row]}, column {names[column]!r}: expected a number, got {got}",
+            field=names[column],
+            row=int(lines[row]),
+        ) from None
+    bad = ~np.isfinite(X[:, order])
+    if bad.any():
+        row, ordered_column = (int(index) for index in np.argwhere(bad)[0])
+        column = int(order[ordered_column])
+        raise DataFileError(
+            f"{source}, line {lines[row]}, column {names[column]!r}: expected a finite number, "
+            f"got {str(cells[row, column])!r}",
+            field=names[column],
+            row=int(lines[row]),
+        )
+    return X
+
+
+def _first_unparsable(cells: NDArray[np.str_], order: NDArray[np.intp]) -> tuple[int, int]:
+    # Only reached on failure: find the row by rows, then the cell within it.
+    for row in range(cells.shape[0]):
+        try:
+            cells[row].astype(np.float64)
+        except ValueError:
+            for column in order.tolist():
+                try:
+                    cells[row, column : column + 1].astype(np.float64)
+                except ValueError:
+                    return row, int(column)
+    raise AssertionError("no unparsable cell found")  # pragma: no cover
+
+
+def _parse_labels(
+    source: str, cells: NDArray[np.str_], name: str, lines: NDArray[np.int64]
+) -> NDArray[Any]:
+    text = np.char.strip(cells)
+    empty = text == ""
+    if empty.any():
+        row = int(np.argmax(empty))
+        raise DataFileError(
+            f"{source}, line {lines[row]}, column {name!r}: expected a label, got an empty field",
+            field=name,
+            row=int(lines[row]),
+        )
+    return _labels_from_text(text)
+
+
+# --- npz -------------------------------------------------------------------------------------
+
+
+def _read_npz(source: str) -> dict[str, NDArray[Any]]:
+    arrays: dict[str, NDArray[Any]] = {}
+    try:
+        # Our own handle: np.load leaks the one it opens when the zip directory is corrupt.
+        with open(source, "rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise DataFileError(
+                    f"{source}: expected an .npz archive (arrays X and y), got a single .npy array"
+                )
+            with archive:
+                present = archive.files
+                for key in ("X", "y"):
+                    if key not in present:
+                        raise DataFileError(
+                            f"{source}: missing array {key!r}; the archive holds "
+                            f"{sorted(present) or 'no arrays'}",
+                            field=key,
+                        )
+                for key in ("X", "y", "feature_names"):
+                    if key in present:
+                        arrays[key] = _npz_member(source, archive, key)
+    except DataFileError:
+        raise
+    except FileNotFoundError:
+        raise DataFileError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise DataFileError(f"{source}: is a directory, expected a file") from None
+    except PermissionError:
+        raise DataFileError(f"{source}: permission denied") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataFileError(
+            f"{source}: not a readable .npz archive (corrupt, truncated, or pickled data): {error}"
+        ) from None
+    return arrays
+
+
+def _npz_member(source: str, archive: Any, key: str) -> NDArray[Any]:
+    try:
+        array: NDArray[Any] = archive[key]
+    except ValueError as error:
+        if "allow_pickle" in str(error) or "pickled" in str(error):
+            raise DataFileError(
+                f"{source}: array {key!r} holds pickled Python objects, which are never loaded; "
+                "store numbers or fixed-width strings",
+                field=key,
+            ) from None
+        raise
+    return array
+
+
+def _npz_features(source: str, features: NDArray[Any]) -> NDArray[np.float64]:
+    if features.ndim != 2:
+        raise DataFileError(
+            f"{source}: array 'X' must be 2-D (n_samples, n_features), got shape {features.shape}",
+            field="X",
+        )
+    if features.dtype.kind not in "biuf":
+        raise DataFileError(
+            f"{source}: array 'X' must be numeric, got dtype {features.dtype}", field="X"
+        )
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise DataFileError(
+            f"{source}: array 'X' must have at least one row and one column, got shape "
+            f"{features.shape}",
+            field="X",
+        )
+    X = features.astype(np.float64)
+    finite = np.isfinite(X)
+    if not finite.all():
+        row, column = (int(index) for index in np.argwhere(~finite)[0])
+        raise DataFileError(
+            f"{source}: array 'X' must be finite, got {X[row, column]} at row {row}, "
+            f"column {column}",
+            field="X",
+            row=row,
+        )
+    return X
+
+
+def _npz_feature_names(source: str, names: NDArray[Any], n_features: int) -> tuple[str, ...]:
+    if names.ndim != 1 or names.dtype.kind not in "US" or names.shape[0] != n_features:
+        raise DataFileError(
+            f"{source}: array 'feature_names' must be 1-D strings, one per column of 'X' "
+            f"({n_features}), got shape {names.shape} and dtype {names.dtype}",
+            field="feature_names",
+        )
+    try:
+        decoded = tuple(str(name) for name in names.astype(str).tolist())
+    except UnicodeDecodeError:
+        raise DataFileError(
+            f"{source}: array 'feature_names' is not ASCII text", field="feature_names"
+        ) from None
+    duplicate = _first_duplicate(decoded)
+    if duplicate is not None:
+        raise DataFileError(
+            f"{source}: array 'feature_names' must be distinct, got {duplicate!r} twice",
+            field="feature_names",
+        )
+    return decoded
+
+
+def _select_features(dataset: Dataset, features: Sequence[str]) -> Dataset:
+    wanted = _check_feature_selection(features)
+    assert wanted is not None
+    index = {name: position for position, name in enumerate(dataset.feature_names)}
+    for name in wanted:
+        if name not in index:
+            raise DataFileError(
+                f"{dataset.source}: feature {name!r} not found; available features: "
+                + ", ".join(repr(known) for known in dataset.feature_names),
+                field=name,
+            )
+    positions = [index[name] for name in wanted]
+    return dataclasses.replace(dataset, X=dataset.X[:, positions], feature_names=tuple(wanted))
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+def _labels_from_text(text: NDArray[np.str_]) -> NDArray[Any]:
+    """int64 when every label is an integer written canonically (``7``, ``-3``; not ``07``,
+    ``+7`` or ``7.0``, which would merge distinct labels), else compact ``<U..``."""
+    try:
+        integers = text.astype(np.int64)
+    except (ValueError, OverflowError):
+        integers = None
+    if integers is not None and np.array_equal(integers.astype(str), text):
+        return integers
+    width = max(int(np.char.str_len(text).max(initial=1)), 1)
+    return text.astype(f"<U{width}")
+
+
+def _labels_from_array(labels: NDArray[Any]) -> NDArray[Any]:
+    """Labels as int64 or ``<U..``; raises ValueError with the reason otherwise."""
+    kind = labels.dtype.kind
+    if kind in "biu":
+        if kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+            raise ValueError("labels must fit in int64")
+        return labels.astype(np.int64)
+    if kind == "f":
+        if not np.isfinite(labels).all() or not (labels == np.round(labels)).all():
+            raise ValueError(
+                "float labels must be whole numbers (class indices); use integers or strings"
+            )
+        return labels.astype(np.int64)
+    if kind in "US":
+        try:
+            text = labels.astype(str)
+        except UnicodeDecodeError:
+            raise ValueError("byte-string labels must be ASCII") from None
+        return _labels_from_text(text)
+    raise ValueError(f"labels must be integers or strings, got dtype {labels.dtype}")
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def train_val_test_split(
+    y: NDArray[Any], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Stratified, seeded split of row indices into train, validation and test parts.
+
+    ``y``: (n_samples,) labels. Returns three sorted int64 index arrays, disjoint and together
+    covering every row. Each class gives each part ``floor(n_class * fraction)`` or one more row
+    (the part's total is ``round(n_samples * fraction)``, extra rows going to the classes with the
+    largest remainders), except that every class keeps at least one training row. A fraction of
+    0 gives an empty part. Same ``seed``, same split.
+
+    >>> train, val, test = train_val_test_split(np.array([0] * 6 + [1] * 4), 0.0, 0.5, seed=1)
+    >>> len(train), len(val), len(test)
+    (5, 0, 5)
+    """
+    labels = _check_labels(y)
+    _check_fractions(val_fraction, test_fraction)
+    rng = _rng(seed)
+    _, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    n_samples = labels.shape[0]
+    n_test = _allocate(counts, test_fraction, n_samples, rng)
+    n_val = _allocate(counts, val_fraction, n_samples, rng)
+    # Keep one training row per class: take the shortfall from the larger held-out part.
+    overflow = np.maximum(n_test + n_val - (counts - 1), 0)
+    cut_test = np.where(
+        n_test >= n_val, np.minimum(overflow, n_test), np.maximum(overflow - n_val, 0)
+    )
+    n_test = n_test - cut_test
+    n_val = n_val - (overflow - cut_test)
+
+    grouped, rank = _grouped_shuffle(class_of, counts, rng)
+    cls = class_of[grouped]
+    part = np.where(rank < n_test[cls], 2, np.where(rank < n_test[cls] + n_val[cls], 1, 0))
+    train, val, test = (np.sort(grouped[part == which]).astype(np.int64) for which in (0, 1, 2))
+    return train, val, test
+
+
+def stratified_kfold(
+    y: NDArray[Any], k: int, seed: int
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Stratified K-fold: ``k`` (train_idx, test_idx) pairs of sorted int64 row indices.
+
+    ``y``: (n_samples,) labels. Every row is in exactly one test fold; each class is spread over
+    the folds as evenly as possible (fold counts differ by at most one per class), and fold sizes
+    differ by at most one. ``2 <= k <= smallest class count``.
+
+    >>> [len(test) for _, test in stratified_kfold(np.array([0, 0, 0, 1, 1, 1]), 3, seed=0)]
+    [2, 2, 2]
+    """
+    labels = _check_labels(y)
+    classes, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    smallest = int(counts.min())
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 2 <= k <= smallest:
+        if len(classes) <= _MAX_LISTED_CLASSES:
+            listed = ", ".join(
+                f"{label!r}: {count}"
+                for label, count in zip(classes.tolist(), counts.tolist(), strict=True)
+            )
+        else:
+            listed = f"{len(classes)} classes"
+        raise InvalidParameterError(
+            f"k must be an integer between 2 and the smallest class count ({smallest}), got "
+            f"{k!r}; class counts: {{{listed}}}",
+            field="k",
+        )
+    rng = _rng(seed)
+    grouped, _ = _grouped_shuffle(class_of, counts, rng)
+    # Dealing the class-grouped rows round-robin keeps every fold stratified and balanced.
+    fold_of = np.empty(labels.shape[0], dtype=np.int64)
+    fold_of[grouped] = np.arange(labels.shape[0]) % k
+    everything = np.arange(labels.shape[0], dtype=np.int64)
+    return [(everything[fold_of != fold], everything[fold_of == fold]) for fold in range(k)]
+
+
+def _check_labels(y: NDArray[Any]) -> NDArray[Any]:
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise InvalidInputError(f"y must be 1-D (n_samples,), got shape {labels.shape}", field="y")
+    if labels.shape[0] == 0:
+        raise EmptyInputError("y is empty; expected at least one label", field="y")
+    return labels
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise InvalidParameterError(
+                f"{name} must be a number, got {type(value).__name__}", field=name
+            )
+        if not math.isfinite(value) or value < 0:
+            raise InvalidParameterError(f"{name} must be >= 0, got {value}", field=name)
+    if val_fraction + test_fraction >= 1:
+        raise InvalidParameterError(
+            f"val_fraction + test_fraction must be below 1 (training needs rows), got "
+            f"{val_fraction} + {test_fraction} = {val_fraction + test_fraction}",
+            field="test_fraction",
+        )
+
+
+def _rng(seed: int) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InvalidParameterError(f"seed must be an integer >= 0, got {seed!r}", field="seed")
+    return np.random.default_rng(int(seed))
+
+
+def _allocate(
+    counts: NDArray[np.int64], fraction: float, n_samples: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
+    """Rows per class for one part: largest-remainder rounding to ``round(n * fraction)``."""
+    quotas: NDArray[np.float64] = counts.astype(np.float64) * fraction
+    base: NDArray[np.int64] = np.floor(quotas).astype(np.int64)
+    extra = int(round(n_samples * fraction)) - int(base.sum())
+    if extra > 0:
+        remainders = quotas - base
+        # Ties between equal remainders go to random classes, not always the first ones.
+        order = np.lexsort((rng.random(len(counts)), -remainders))
+        base[order[:extra]] += 1
+    return base
+
+
+def _grouped_shuffle(
+    class_of: NDArray[np.intp], counts: NDArray[np.int64], rng: np.random.Generator
+) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
+    """Row indices grouped by class (shuffled within each class), and each one's rank in it."""
+    shuffled = rng.permutation(class_of.shape[0])
+    grouped = shuffled[np.argsort(class_of[shuffled], kind="stable")]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(class_of.shape[0]) - np.repeat(starts, counts)
+    return grouped, rank.astype(np.int64)
+
+
+# --- fingerprints ----------------------------------------------------------------------------
+
+
+def fingerprint(X: NDArray[Any], y: NDArray[Any]) -> str:
+    """``sha256:<hex>`` of the shapes, dtypes and C-contiguous bytes of X and y.
+
+    ``X``: (n_samples, n_features); ``y``: (n_samples,). Bytes are taken little-endian, so the
+    value is the same across runs and machines; equal data with another dtype differs.
+
+    >>> fingerprint(np.zeros((1, 1)), np.array([0]))[:7]
+    'sha256:'
+    """
+    digest = hashlib.sha256()
+    for name, value in (("X", X), ("y", y)):
+        array = np.asarray(value)
+        if array.dtype.hasobject:
+            raise InvalidInputError(
+                f"{name} must not be an object array (its bytes are pointers), got dtype "
+                f"{array.dtype}",
+                field=name,
+            )
+        stable = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        digest.update(f"{name}:{stable.shape}:{stable.dtype.str};".encode())
+        digest.update(stable.tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _first_duplicate(names: Sequence[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _read_only(array: NDArray[Any]) -> NDArray[Any]:
+    view = array.view()
+    view.flags.writeable = False
+    return view
