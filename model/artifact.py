@@ -19,11 +19,12 @@ Two kinds of artifact exist (``meta["kind"]``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,19 @@ def encode_record(record: Record) -> bytes:
     return buffer.getvalue()
 
 
-def _open(path: Path) -> Any:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
-        raise CorruptArtifactError(f"{path}: not a readable .npz artifact ({exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CorruptArtifactError(f"{path}: not an .npz archive (a bare .npy array)")
-    return npz
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    # The file is opened here, not by np.load: when np.load fails on a damaged archive it
+    # leaves its own handle open (a ResourceWarning, and a file descriptor until collected).
+    with open(path, "rb") as file:  # FileNotFoundError propagates
+        try:
+            npz = np.load(file, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+            raise CorruptArtifactError(f"{path}: not a readable .npz artifact ({exc})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CorruptArtifactError(f"{path}: not an .npz archive (a bare .npy array)")
+        with npz:
+            yield npz
 
 
 def _string(npz: Any, key: str, path: Path) -> str:

@@ -292,15 +292,6 @@ class SoftmaxRegression:
         X = check_matrix(X, self.n_features_in_)
         y_index = check_labels(y, self.classes_)
         check_same_length(X.shape[0], y_index)
-        if learning_rate is not None and not (0 < learning_rate < np.inf):
-            raise InvalidParameterError(
-                f"learning_rate must be > 0 and finite, got {learning_rate!r}",
-                field="learning_rate",
-            )
-        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-            raise InvalidParameterError(
-                f"passes must be an integer >= 1, got {passes!r}", field="passes"
-            )
         updated, report = self.online_step(X, y_index, learning_rate=learning_rate, passes=passes)
         self.state_ = updated.state_
         return report
@@ -324,6 +315,22 @@ class SoftmaxRegression:
 
         ``X: (m, d)`` raw float64 rows, ``y_index: (m,)`` class indices into ``classes_``.
         """
+        # Checked here, not in partial_fit, so that every caller (ModelRepository.update too)
+        # gets them.
+        rate_ok = learning_rate is None or (
+            isinstance(learning_rate, int | float | np.number)
+            and not isinstance(learning_rate, bool)
+            and 0 < learning_rate < np.inf
+        )
+        if not rate_ok:
+            raise InvalidParameterError(
+                f"learning_rate must be > 0 and finite, got {learning_rate!r}",
+                field="learning_rate",
+            )
+        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+            raise InvalidParameterError(
+                f"passes must be an integer >= 1, got {passes!r}", field="passes"
+            )
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
         # A diverging step overflows; is_finite below turns that into DivergenceError.
@@ -331,13 +338,14 @@ class SoftmaxRegression:
             new_state, first = sgd_step(self.state_, Xs, y_index, settings, learning_rate)
             for _ in range(passes - 1):
                 new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
-        if not new_state.is_finite():
+            # Finite but huge weights can still overflow this batch's logits.
+            loss_after, _ = _evaluate(new_state, Xs, y_index)
+        if not (new_state.is_finite() and np.isfinite(loss_after)):
             raise DivergenceError(
-                "update refused: it would make a weight non-finite "
+                "update refused: it would make a weight or the batch's loss non-finite "
                 "(lower the learning rate or check the feature scale); the model is unchanged",
                 field="learning_rate",
             )
-        loss_after, _ = _evaluate(new_state, Xs, y_index)
         m = y_index.shape[0]
         report = StepReport(m, first.loss, first.correct / m, loss_after)
         return self.with_state(new_state), report
@@ -355,7 +363,8 @@ class SoftmaxRegression:
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable class label of each row, ``(n,)``."""
-        labels: NDArray[Any] = self.classes_[self.decision_function(X).argmax(axis=1)]
+        best = self.decision_function(X).argmax(axis=1)  # first: it raises NotFittedError
+        labels: NDArray[Any] = self.classes_[best]
         return labels
 
     def log_loss(self, X: ArrayLike, y: ArrayLike | Sequence[Any]) -> float:

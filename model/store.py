@@ -265,7 +265,7 @@ class LocalArtifactStore:
                         if time.monotonic() >= deadline:
                             raise self._busy(model) from None
                         time.sleep(delay)
-                        delay = min(delay * 2, 0.01)
+                        delay = min(delay * 2, 0.002)
                 held.add(model)
                 try:
                     self._remove_debris(directory)

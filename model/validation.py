@@ -84,6 +84,16 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
             try:
                 arr = np.asarray(X, dtype=np.float64)
             except (TypeError, ValueError) as exc:
+                # Ragged rows: name the first row whose length differs from what is expected.
+                rows: Any = X if isinstance(X, (list, tuple)) else []
+                width = n_features if n_features is not None else len(rows[0]) if rows else 0
+                for row, values in enumerate(rows):
+                    if len(values) != width:
+                        raise FeatureCountError(
+                            f"{field}: expected {width} features, got {len(values)} (row {row})",
+                            field=field,
+                            row=row,
+                        ) from None
                 raise FeatureCountError(
                     f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
                 ) from None
@@ -109,7 +119,7 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
         if not finite.all():
             row, column = (int(v) for v in np.argwhere(~finite)[0])
             raise NonFiniteError(
-                f"{field}: expected finite numbers, got {arr[row, column]!r} "
+                f"{field}: expected finite numbers, got {float(arr[row, column])!r} "
                 f"at row {row}, column {column}",
                 field=field,
                 row=row,
