@@ -29,8 +29,13 @@ class Standardizer:
     @classmethod
     def fit(cls, X: Float) -> Standardizer:
         """Learn mean and scale from ``X: (n_samples, n_features)``."""
-        mean = X.mean(axis=0)
-        std = X.std(axis=0)
+        # Moments of X / max|X| per column, scaled back: squares of values beyond ~1e154
+        # would overflow and turn a legitimate feature into an infinite scale.
+        peak = np.abs(X).max(axis=0)
+        peak = np.where(peak > 0, peak, 1.0)
+        unit = X / peak
+        mean = unit.mean(axis=0) * peak
+        std = unit.std(axis=0) * peak
         # Treat spreads at round-off level of the mean as constant: dividing by them would
         # turn float noise into huge standardized values.
         tiny = np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0) * 10

@@ -114,7 +114,9 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
         )
     if arr.shape[1] == 0:
         raise EmptyInputError(f"{field}: expected at least one feature, got none", field=field)
-    if not np.isfinite(arr.sum()):
+    with np.errstate(over="ignore", invalid="ignore"):  # huge finite values may overflow
+        total = arr.sum()
+    if not np.isfinite(total):
         finite = np.isfinite(arr)
         if not finite.all():
             row, column = (int(v) for v in np.argwhere(~finite)[0])
