@@ -96,8 +96,20 @@ async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(422, "invalid_request", f"expected a JSON object, got {type(data).__name__}")
+        raise ApiError(
+            422, "invalid_request", f"request body: expected a JSON object, got {_json_kind(data)}"
+        )
     return data, body
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "null"
 
 
 def check_fields(data: dict[str, Any], allowed: Sequence[str], required: Sequence[str]) -> None:
@@ -140,23 +152,25 @@ def parse_instances(
             f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
             field="instances",
         )
-    if isinstance(value[0], dict):
-        return check_matrix(_rows_from_objects(value, model), n_features)
-    if not may_hold_booleans:
-        try:
-            arr = np.array(value)
-        except ValueError:  # ragged
-            arr = None
-        if arr is not None and arr.dtype.kind in "fi":
-            return check_matrix(arr, n_features)
-    for row, item in enumerate(value):
-        if isinstance(item, list) and len(item) != n_features:
-            raise FeatureCountError(
-                f"instances: expected {n_features} features, got {len(item)} (row {row})",
-                field="instances",
-                row=row,
-            )
-    return check_matrix(value, n_features)
+    # Huge finite values overflow check_matrix's quick sum; it then checks cell by cell.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(value[0], dict):
+            return check_matrix(_rows_from_objects(value, model), n_features)
+        if not may_hold_booleans:
+            try:
+                arr = np.array(value)
+            except ValueError:  # ragged
+                arr = None
+            if arr is not None and arr.dtype.kind in "fi":
+                return check_matrix(arr, n_features)
+        for row, item in enumerate(value):
+            if isinstance(item, list) and len(item) != n_features:
+                raise FeatureCountError(
+                    f"instances: expected {n_features} features, got {len(item)} (row {row})",
+                    field="instances",
+                    row=row,
+                )
+        return check_matrix(value, n_features)
 
 
 def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         1000, ge=1, description="rows in the rolling prequential accuracy/log-loss window"
     )
     lock_timeout: float = Field(
-        30.0, gt=0, description="seconds to wait for the store's writer lock (503 after)"
+        30.0, gt=0, le=3600, description="seconds to wait for the store's writer lock (503 after)"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .config import Settings
 from .errors import ApiError
@@ -31,22 +32,30 @@ def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+# Declares the scheme in the OpenAPI document; the answers (401/403) are decided below.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="api_key",
+    description="the service's API key (SOFTMAX_API_KEY); unset means no key is required",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_api_key(state: State, credentials: Credentials) -> None:
     """401 without ``Authorization: Bearer <key>``, 403 with a wrong key (constant-time)."""
     secret = state.settings.api_key
     expected = secret.get_secret_value() if secret is not None else ""
     if not expected:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, supplied = header.partition(" ")
-    if scheme.lower() != "bearer" or not supplied.strip():
+    supplied = credentials.credentials.strip() if credentials is not None else ""
+    if not supplied:
         raise ApiError(
             401,
             "unauthorized",
             "this route requires an 'Authorization: Bearer <key>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
+    if not hmac.compare_digest(supplied.encode(), expected.encode()):
         raise ApiError(403, "forbidden", "the bearer key is not valid")
 
 

@@ -27,6 +27,7 @@ from model.errors import (
     InvalidParameterError,
     ModelError,
     ModelNotFoundError,
+    NonFiniteError,
     VersionNotFoundError,
 )
 from model.repository import describe
@@ -148,7 +149,8 @@ class Runtime:
     # ------------------------------------------------------------------ reload
     def refresh(self) -> bool:
         """Swap in the store's active version if it differs from ours. True if it swapped."""
-        name = self.current.name if self.current else self.resolve_name()
+        current = self.current  # before reading the head: see the swap below
+        name = current.name if current else self.resolve_name()
         if name is None:
             return False
         try:
@@ -157,16 +159,15 @@ class Runtime:
             return False
         if head.newest == 0:
             return False
-        current = self.current
         if current is not None and current.version == head.active:
             return False
         loaded = self.repository.load(name, head.active, base=current)
         with self._swap_lock:
-            # Only swap if that is still the active version: a local update or activation
-            # may have swapped in something newer while we were loading.
-            if self.store.head(name).active != loaded.version:
-                return False
-            if self.current is not None and self.current.version == loaded.version:
+            # A local update or activation swapped in its own version while this one loaded:
+            # keep that one. If only other processes moved the store on, swap anyway: the
+            # version loaded was active when the head was read, and the next poll catches up
+            # (refusing it would leave a server starting during a stream of writes not ready).
+            if self.current is not current:
                 return False
             self.current = loaded
         log.info("serving %s version %d", name, loaded.version)
@@ -222,8 +223,23 @@ class Runtime:
 
     @staticmethod
     def predict(model: LoadedModel, X: NDArray[np.float64]) -> Prediction:
-        """Probabilities ``(n, k)`` from ``model`` (the one ``X`` was validated against)."""
-        return Prediction(model, model.estimator.predict_proba(X))
+        """Probabilities ``(n, k)`` from ``model`` (the one ``X`` was validated against).
+
+        Raises NonFiniteError for finite rows too large for the model (their standardized
+        values or scores overflow): an answer of NaN probabilities would be no answer.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            probabilities = model.estimator.predict_proba(X)
+            finite = np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            raise NonFiniteError(
+                "instances: expected values the model can score, got values so large that "
+                f"the model's scores overflow (row {row})",
+                field="instances",
+                row=row,
+            )
+        return Prediction(model, probabilities)
 
     def train(
         self,
@@ -235,15 +251,18 @@ class Runtime:
     ) -> TrainOutcome:
         """One durable online update (blocking: call from a worker thread)."""
         current = self.require()
-        result = self.repository.update(
-            current.name,
-            X,
-            labels,
-            learning_rate=learning_rate,
-            passes=passes,
-            base=current,
-            on_commit=self._swap,
-        )
+        # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
+        # exact check) and the update itself (refused with DivergenceError): no warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = self.repository.update(
+                current.name,
+                X,
+                labels,
+                learning_rate=learning_rate,
+                passes=passes,
+                base=current,
+                on_commit=self._swap,
+            )
         self.rolling.add(result.report)
         return TrainOutcome(result.model.version, result.previous_version, result.report)
 

@@ -7,7 +7,7 @@ the OpenAPI document. Row limits come from the settings, so the schema is built 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
@@ -16,6 +16,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
+    "MAX_VERSION",
     "ModelList",
     "PredictResponse",
     "TrainResponse",
@@ -27,9 +28,11 @@ __all__ = [
     "train_request_model",
 ]
 
-Number = StrictFloat | StrictInt
+# JSON Schema's "number" includes integers; StrictFloat takes ints too, never bools or strings.
+Number = StrictFloat
 Label = StrictInt | StrictStr
 Row = list[Number] | dict[str, Number]
+MAX_VERSION = 2**62  # version numbers a client may send (path or body)
 
 _ROW_DOC = (
     "Rows to score: each a list of exactly n_features finite numbers in the model's feature "
@@ -64,7 +67,12 @@ def predict_request_model(max_rows: int) -> type[BaseModel]:
         ),
         version=(
             StrictInt | None,
-            Field(None, ge=1, description="score with this stored version instead of the active"),
+            Field(
+                None,
+                ge=1,
+                le=MAX_VERSION,
+                description="score with this stored version instead of the active",
+            ),
         ),
     )
 
@@ -90,13 +98,9 @@ def train_request_model(
             ),
         ),
         learning_rate=(
-            Number | None,
-            Field(
-                None,
-                gt=0,
-                le=max_learning_rate,
-                description="step size for this update (default: the model's schedule)",
-            ),
+            # The bounds sit on the number itself: on the union they would not reach the schema.
+            Annotated[Number, Field(gt=0, le=max_learning_rate)] | None,
+            Field(None, description="step size for this update (default: the model's schedule)"),
         ),
         passes=(
             StrictInt | None,

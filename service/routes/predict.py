@@ -10,6 +10,7 @@ from starlette.responses import Response
 from ..body import check_fields, optional_int, parse_instances, read_json_object
 from ..deps import AppState
 from ..schemas import (
+    MAX_VERSION,
     PREDICT_EXAMPLE,
     PREDICT_OBJECT_EXAMPLE,
     PredictResponse,
@@ -31,7 +32,10 @@ def build_router(max_rows: int) -> APIRouter:
     @router.post(
         "/predict",
         response_model=None,
-        responses={200: {"model": PredictResponse}, **error_responses(400, 404, 413, 422, 503)},
+        responses={
+            200: {"model": PredictResponse},
+            **error_responses(400, 404, 413, 422, 500, 503),
+        },
         openapi_extra=request_body(
             predict_request_model(max_rows),
             {"rows as lists": PREDICT_EXAMPLE, "rows as objects": PREDICT_OBJECT_EXAMPLE},
@@ -42,7 +46,7 @@ def build_router(max_rows: int) -> APIRouter:
         state: AppState = request.app.state.softmax
         data, raw = await read_json_object(request)
         check_fields(data, _FIELDS, ("instances",))
-        version = optional_int(data, "version", 1, None)
+        version = optional_int(data, "version", 1, MAX_VERSION)
         runtime = state.runtime
         if runtime.is_cached(version):
             model = runtime.model_for(version)

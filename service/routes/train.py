@@ -35,7 +35,7 @@ def build_router(max_rows: int, max_learning_rate: float, max_passes: int) -> AP
         dependencies=[Authorized],
         responses={
             200: {"model": TrainResponse},
-            **error_responses(400, 401, 403, 413, 422, 503),
+            **error_responses(400, 401, 403, 413, 422, 500, 503),
         },
         openapi_extra=request_body(
             train_request_model(max_rows, max_learning_rate, max_passes),

@@ -1,0 +1,94 @@
+"""Settings and ``python -m service``: every setting a flag, bad values fail fast with code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import ENV_PREFIX, Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_service(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m service ARGS`` with no SOFTMAX_* variables but ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    clean.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def test_help_lists_every_setting_as_a_flag_with_its_variable() -> None:
+    result = run_service("--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # undo argparse's line wrapping
+    for name in Settings.model_fields:
+        assert flag(name) in text, name
+        assert f"env {ENV_PREFIX}{name.upper()}" in text, name
+
+
+INVALID = {
+    "port not a number": (["--port", "abc"], {}, "--port (SOFTMAX_PORT)", "valid integer"),
+    "port too high": (["--port", "70000"], {}, "--port (SOFTMAX_PORT)", "less than or equal"),
+    "no workers": ([], {"SOFTMAX_WORKERS": "0"}, "--workers (SOFTMAX_WORKERS)", "greater than"),
+    "no rows": (["--max-rows", "0"], {}, "--max-rows (SOFTMAX_MAX_ROWS)", "greater than"),
+    "no reload interval": (["--reload-interval", "0"], {}, "--reload-interval", "greater than"),
+    "tiny body limit": (["--max-body-bytes", "100"], {}, "--max-body-bytes", "1024"),
+    "NaN learning rate": (["--max-learning-rate", "nan"], {}, "--max-learning-rate", "'nan'"),
+    "endless lock wait": (["--lock-timeout", "inf"], {}, "--lock-timeout", "3600"),
+    "log level": (["--log-level", "loud"], {}, "--log-level (SOFTMAX_LOG_LEVEL)", "'debug'"),
+}
+
+
+@pytest.mark.parametrize(("args", "env", "named", "why"), INVALID.values(), ids=INVALID.keys())
+def test_an_invalid_setting_exits_2_naming_the_flag(
+    args: list[str], env: dict[str, str], named: str, why: str
+) -> None:
+    result = run_service(*args, **env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"error: invalid setting {named}" in result.stderr
+    assert why in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Uvicorn running" not in result.stderr
+
+
+def test_a_flag_overrides_its_variable() -> None:
+    # SOFTMAX_PORT alone would be refused; the flag wins, so only the workers are wrong.
+    result = run_service("--port", "8080", "--workers", "0", SOFTMAX_PORT="x")
+    assert result.returncode == 2
+    assert "error: invalid setting --workers (SOFTMAX_WORKERS)" in result.stderr
+    assert "--port" not in result.stderr
+
+
+def test_an_unknown_flag_exits_2() -> None:
+    result = run_service("--prot", "80")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --prot" in result.stderr
+
+
+def test_settings_validate_at_construction() -> None:
+    with pytest.raises(ValidationError, match="workers"):
+        Settings(workers=0)
+    with pytest.raises(ValidationError, match="max_learning_rate"):
+        Settings(max_learning_rate=0)
+    settings = Settings(store=Path("/tmp/x"), model="", log_level="DEBUG", api_key="k")
+    assert settings.model is None and settings.log_level == "debug"
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "k"
+    assert "k" not in repr(settings.api_key)
+    with pytest.raises(ValidationError):
+        settings.port = 1  # frozen
