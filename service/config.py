@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("api_key")
+    @classmethod
+    def _strip_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A key read from a file often ends in a newline; clients' keys are stripped too.
+        key = value.get_secret_value().strip() if value is not None else ""
+        return SecretStr(key) if key else None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
