@@ -359,7 +359,9 @@ class ModelRepository:
                 meta = self.store.read_meta(name, cursor)
                 cursor = int(meta["parent"]) if meta["kind"] == "update" else None
         removed = [v for v in versions if v not in needed]
-        for number in removed:
+        # Newest first: a parent always has a lower number than its children, so a crash part
+        # way through leaves only versions whose whole chain is still on disk.
+        for number in reversed(removed):
             self.store.remove(name, number)
         return removed
 
