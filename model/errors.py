@@ -20,7 +20,9 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
         ├── ModelNotFoundError                   no such model name (or the store is empty)
         ├── VersionNotFoundError                 no such version (or removed by retention)
         ├── CorruptArtifactError                 truncated, tampered or pickle-bearing file
-        └── StoreBusyError                       the cross-process lock was not obtained in time
+        ├── StoreBusyError                       the cross-process lock was not obtained in time
+        └── ModelChangedError                    the active version changed features or classes
+                                                 while a request was being read
 
 Each class carries a stable ``code`` (used as the ``type`` of the service's error body), and
 optionally the ``field`` and ``row`` the problem was found at.
@@ -38,6 +40,7 @@ __all__ = [
     "InvalidParameterError",
     "LengthMismatchError",
     "ModelError",
+    "ModelChangedError",
     "ModelNotFoundError",
     "NonFiniteError",
     "NotANumberError",
@@ -128,3 +131,7 @@ class CorruptArtifactError(StoreError):
 
 class StoreBusyError(StoreError):
     code = "store_busy"
+
+
+class ModelChangedError(StoreError):
+    code = "model_changed"

@@ -20,6 +20,7 @@ snapshot).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .artifact import Record
-from .errors import CorruptArtifactError, InvalidParameterError, ModelNotFoundError
+from .errors import (
+    CorruptArtifactError,
+    InvalidParameterError,
+    ModelChangedError,
+    ModelError,
+    ModelNotFoundError,
+)
 from .optimizer import TrainState
 from .preprocessing import Standardizer
 from .softmax import SoftmaxRegression, StepReport
@@ -37,6 +44,8 @@ from .store import ArtifactStore, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 
 __all__ = ["LoadedModel", "ModelRepository", "UpdateResult", "state_digest"]
+
+log = logging.getLogger("model.repository")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,28 @@ def state_digest(state: TrainState) -> str:
     digest.update(state.bias.tobytes())
     digest.update(str(state.step).encode())
     return digest.hexdigest()
+
+
+def _update_parent(meta: dict[str, Any]) -> int | None:
+    """The parent an update version replays on, or None for a snapshot. A parent must be an
+    older version, so a damaged lineage can never loop."""
+    if meta.get("kind") == "snapshot":
+        return None
+    parent, version = meta.get("parent"), meta.get("version")
+    if meta.get("kind") != "update" or not (
+        isinstance(parent, int) and isinstance(version, int) and 0 < parent < version
+    ):
+        raise CorruptArtifactError(
+            f"version {version}: damaged lineage metadata (kind {meta.get('kind')!r}, "
+            f"parent {parent!r})"
+        )
+    return parent
+
+
+def _layout(model: LoadedModel) -> tuple[Any, ...]:
+    """What a request's rows and labels are interpreted against."""
+    estimator = model.estimator
+    return (estimator.n_features_in_, estimator.feature_names_, estimator.classes_.tolist())
 
 
 def _now() -> str:
@@ -138,9 +169,11 @@ class ModelRepository:
     """Versioned models in a store: the one place that knows snapshots, updates and lineage."""
 
     def __init__(
-        self, store: ArtifactStore, *, keep_last: int = 100, snapshot_every: int = 100
+        self, store: ArtifactStore, *, keep_last: int | None = 100, snapshot_every: int = 100
     ) -> None:
-        if keep_last < 1 or snapshot_every < 1:
+        """``keep_last=None`` never removes versions (the training CLI's default: retention
+        is the serving side's policy)."""
+        if (keep_last is not None and keep_last < 1) or snapshot_every < 1:
             raise InvalidParameterError(
                 f"keep_last and snapshot_every must be >= 1, got {keep_last}, {snapshot_every}"
             )
@@ -169,7 +202,7 @@ class ModelRepository:
             stored = self.store.write(name, Record(meta, snapshot_arrays(estimator)))
             if keep:
                 self.store.set_kept(name, stored.version, True)
-            self._prune(name)
+            self._prune_after_commit(name)
             return LoadedModel(name, stored.version, estimator, stored.meta)
 
     def update(
@@ -196,6 +229,12 @@ class ModelRepository:
             if head.newest == 0:
                 raise ModelNotFoundError(f"model {name!r} has no versions to update")
             current = self.load(name, head.active, base=base)
+            if base is not None and current is not base and _layout(current) != _layout(base):
+                raise ModelChangedError(
+                    f"model {name!r} changed while this request was read: version "
+                    f"{current.version} has other features or classes than version "
+                    f"{base.version}; retry the request",
+                )
             estimator = current.estimator
             X_checked = check_matrix(X, estimator.n_features_in_)
             y_index = check_labels(y, estimator.classes_)
@@ -233,10 +272,10 @@ class ModelRepository:
                 }
                 record = Record(meta, update_arrays)
             stored = self.store.write(name, record)
-            self._prune(name)
             loaded = LoadedModel(name, stored.version, updated, stored.meta)
             if on_commit is not None:
                 on_commit(loaded)
+            self._prune_after_commit(name)
             return UpdateResult(loaded, current.version, report)
 
     def activate(
@@ -246,10 +285,11 @@ class ModelRepository:
         on_commit: Callable[[LoadedModel], None] | None = None,
     ) -> LoadedModel:
         """Roll back or forward to a stored version (loaded and verified before it is made
-        active, so a broken version is never activated)."""
+        active, so a broken version is never activated). The load happens outside the lock,
+        which other writers need: only the pointer write holds it."""
+        loaded = self.load(name, version)
         with self.store.lock(name):
-            loaded = self.load(name, version)
-            self.store.activate(name, version)
+            self.store.activate(name, version)  # refuses if retention removed it meanwhile
             if on_commit is not None:
                 on_commit(loaded)
             return loaded
@@ -278,16 +318,24 @@ class ModelRepository:
             if base is not None and base.name == name and base.version == cursor:
                 start = base
                 break
-            meta = self.store.read_meta(name, cursor)
-            if meta["kind"] == "snapshot":
+            parent = _update_parent(self.store.read_meta(name, cursor))
+            if parent is None:
                 record = self.store.read(name, cursor)
                 start = LoadedModel(name, cursor, estimator_from_snapshot(record), record.meta)
                 break
             pending.append(cursor)
-            cursor = int(meta["parent"])
+            cursor = parent
         for number in reversed(pending):
             start = self._replay(start, self.store.read(name, number))
         return start
+
+    def snapshot_meta(self, name: str, version: int) -> dict[str, Any]:
+        """The metadata of the snapshot ``version`` descends from (itself if a snapshot):
+        where its classes, features and training settings are recorded."""
+        meta = self.store.read_meta(name, version)
+        while (parent := _update_parent(meta)) is not None:
+            meta = self.store.read_meta(name, parent)
+        return meta
 
     def _replay(self, parent: LoadedModel, record: Record) -> LoadedModel:
         meta = record.meta
@@ -345,7 +393,18 @@ class ModelRepository:
             "feature_names": list(estimator.feature_names_) if estimator.feature_names_ else None,
         }
 
+    def _prune_after_commit(self, name: str) -> None:
+        """Retention after a committed write: its failure must not turn the write into an
+        error (the version is durable and active already), so it is logged and retried on
+        the next write."""
+        try:
+            self._prune(name)
+        except ModelError as exc:
+            log.warning("retention for model %r skipped: %s", name, exc.message)
+
     def _prune(self, name: str) -> list[int]:
+        if self.keep_last is None:
+            return []
         versions = self.store.versions(name)
         # Prune in batches: walking the lineage once per ~keep_last/10 writes, not per write.
         if len(versions) <= self.keep_last + max(1, self.keep_last // 10):
@@ -356,8 +415,7 @@ class ModelRepository:
             cursor: int | None = number
             while cursor is not None and cursor not in needed:
                 needed.add(cursor)
-                meta = self.store.read_meta(name, cursor)
-                cursor = int(meta["parent"]) if meta["kind"] == "update" else None
+                cursor = _update_parent(self.store.read_meta(name, cursor))
         removed = [v for v in versions if v not in needed]
         # Newest first: a parent always has a lower number than its children, so a crash part
         # way through leaves only versions whose whole chain is still on disk.

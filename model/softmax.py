@@ -363,7 +363,9 @@ class SoftmaxRegression:
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable class label of each row, ``(n,)``."""
-        best = self.decision_function(X).argmax(axis=1)  # first: it raises NotFittedError
+        # The argmax of the probabilities, as the service answers: on near-ties the logits'
+        # argmax can differ by rounding.
+        best = self.predict_proba(X).argmax(axis=1)  # first: it raises NotFittedError
         labels: NDArray[Any] = self.classes_[best]
         return labels
 

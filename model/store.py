@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from .artifact import FORMAT_VERSION, Record, encode_record, read_meta, read_record
 from .errors import (
+    CorruptArtifactError,
     InvalidParameterError,
     ModelNotFoundError,
     StoreBusyError,
@@ -107,6 +108,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _make_durable_dir(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) so that the new entries survive a power
+    loss: each created directory's parent is fsynced."""
+    missing = []
+    cursor = directory
+    while not cursor.exists():
+        missing.append(cursor)
+        cursor = cursor.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process was first
+            path.mkdir()
+        _fsync_dir(path.parent)
+
+
+def _check_identity(meta: dict[str, Any], model: str, version: int, path: Path) -> None:
+    if meta.get("version") != version or meta.get("model", model) != model:
+        raise CorruptArtifactError(
+            f"{path}: holds model {meta.get('model')!r} version {meta.get('version')!r}, "
+            f"not {model!r} version {version} (a file copied or renamed by hand?)"
+        )
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
     tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{path.name}")
@@ -133,6 +156,7 @@ class LocalArtifactStore:
         self._registry_lock = threading.Lock()
         self._held = threading.local()
         self._meta_cache: dict[tuple[str, int], dict[str, Any]] = {}
+        self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -189,24 +213,34 @@ class LocalArtifactStore:
 
     def read(self, model: str, version: int) -> Record:
         """The verified content of one version."""
+        path = self._version_path(model, version)
         try:
-            return read_record(self._version_path(model, version))
+            record = read_record(path)
         except FileNotFoundError:
             raise self._missing(model, version) from None
+        _check_identity(record.meta, model, version, path)
+        return record
 
     def read_meta(self, model: str, version: int) -> dict[str, Any]:
         """One version's metadata (cached: versions are immutable)."""
         key = (model, version)
-        meta = self._meta_cache.get(key)
+        with self._cache_lock:
+            meta = self._meta_cache.get(key)
         if meta is None:
+            path = self._version_path(model, version)
             try:
-                meta = read_meta(self._version_path(model, version))
+                meta = read_meta(path)
             except FileNotFoundError:
                 raise self._missing(model, version) from None
-            if len(self._meta_cache) >= _META_CACHE_SIZE:
-                self._meta_cache.pop(next(iter(self._meta_cache)))
-            self._meta_cache[key] = meta
+            _check_identity(meta, model, version, path)
+            self._remember(key, meta)
         return meta
+
+    def _remember(self, key: tuple[str, int], meta: dict[str, Any]) -> None:
+        with self._cache_lock:
+            if len(self._meta_cache) >= _META_CACHE_SIZE:
+                self._meta_cache.pop(next(iter(self._meta_cache)), None)
+            self._meta_cache[key] = meta
 
     def _version_path(self, model: str, version: int) -> Path:
         self._existing_dir(model)
@@ -247,7 +281,8 @@ class LocalArtifactStore:
             yield
             return
         directory = self._dir(model)
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.is_dir():
+            _make_durable_dir(directory)
         with self._registry_lock:
             thread_lock = self._thread_locks.setdefault(model, threading.Lock())
         deadline = time.monotonic() + self.lock_timeout
@@ -309,7 +344,7 @@ class LocalArtifactStore:
         meta["version"] = version
         stored = Record(meta, record.arrays)
         atomic_write(self.path(model, version), encode_record(stored))
-        self._meta_cache[(model, version)] = meta
+        self._remember((model, version), meta)
         return stored
 
     def activate(self, model: str, version: int) -> None:
@@ -335,7 +370,8 @@ class LocalArtifactStore:
         self._require_lock(model)
         with contextlib.suppress(FileNotFoundError):
             self.path(model, version).unlink()
-        self._meta_cache.pop((model, version), None)
+        with self._cache_lock:
+            self._meta_cache.pop((model, version), None)
 
 
 def arrays_nbytes(arrays: Mapping[str, NDArray[Any]]) -> int:

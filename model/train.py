@@ -19,19 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .data import (
-    Dataset,
-    fingerprint,
-    load_dataset,
-    stratified_kfold,
-    train_val_test_split,
-)
+from .data import Dataset, load_dataset
 from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
 from .optimizer import SCHEDULES
 from .repository import ModelRepository
 from .softmax import EpochRecord, SoftmaxRegression
+from .splits import fingerprint, stratified_kfold, train_val_test_split
 from .store import LocalArtifactStore
 from .validation import check_labels
 
@@ -65,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validation")
     p.add_argument("--search", action="store_true", help="grid-search learning rate and L2")
     p.add_argument("--keep", action="store_true", help="exempt the new version from retention")
-    p.add_argument("--keep-last", type=int, default=100, help="retention: versions to keep")
+    p.add_argument(
+        "--keep-last",
+        type=int,
+        help="retention: remove versions beyond the newest N (default: remove none; the "
+        "service applies its own --keep-last on every write)",
+    )
     p.add_argument(
         "--if-store-empty", action="store_true", help="do nothing if the store has any model"
     )

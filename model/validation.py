@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import (
     EmptyInputError,
     FeatureCountError,
+    InvalidInputError,
     LengthMismatchError,
     NonFiniteError,
     NotANumberError,
@@ -143,6 +144,10 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
 
     Integer classes accept integers only, string classes strings only (a boolean is neither).
     """
+    if isinstance(y, (str, bytes)):
+        raise InvalidInputError(
+            f"labels: expected a list of labels, got {describe_value(y)}", field="labels"
+        )
     # An object array (e.g. from pandas) takes the list path, which checks each value's type.
     values: Any = y if isinstance(y, np.ndarray) and y.dtype != object else list(y)  # type: ignore[arg-type]  # a scalar fails len() below with a clear error
     if len(values) == 0:
@@ -157,6 +162,15 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
             ok_kind = all(type(v) is int or isinstance(v, np.integer) for v in values)
         else:
             ok_kind = all(isinstance(v, str) for v in values)
+            # NumPy's fixed-width strings drop trailing NULs: "a\0" would pass as "a".
+            nul = next((i for i, v in enumerate(values) if ok_kind and "\x00" in v), None)
+            if nul is not None:
+                raise UnknownLabelError(
+                    f"labels: expected one of the classes ({_preview(classes)}), "
+                    f"got {values[nul]!r} (it contains a NUL character) at row {nul}",
+                    field="labels",
+                    row=nul,
+                )
         if ok_kind:
             arr = np.asarray(values)
     if arr is None:

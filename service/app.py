@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
+    runtime.on_swap(lambda loaded: app_metrics.active_version.set(loaded.version))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ OpenAPI. Strictness is kept: a boolean, string or null is never taken for a numb
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import LoadedModel
-from model.errors import EmptyInputError, FeatureCountError, UnknownFeatureError
+from model.errors import EmptyInputError, FeatureCountError, NonFiniteError, UnknownFeatureError
 from model.validation import check_matrix, describe_value
 
 from .errors import ApiError, error_response
@@ -94,12 +95,46 @@ async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith("number is infinity"):
+            raise NonFiniteError(
+                f"request body: expected finite numbers, got one beyond the float64 range "
+                f"at line {exc.lineno}, column {exc.colno}"
+            ) from None
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(
             422, "invalid_request", f"request body: expected a JSON object, got {_json_kind(data)}"
         )
+    if body.count(b":") != _key_count(data):
+        _refuse_duplicate_keys(body)
     return data, body
+
+
+def _key_count(data: dict[str, Any]) -> int:
+    """Keys of the object and of objects directly inside its arrays (the rows)."""
+    count = len(data)
+    for value in data.values():
+        if isinstance(value, list):
+            count += sum(len(item) for item in value if isinstance(item, dict))
+    return count
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """Exact check, run only when the quick colon count does not match the keys parsed (a
+    duplicate key, a colon inside a string, or deeper objects): JSON parsers keep the last
+    of duplicate keys, which would silently drop data."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise ApiError(
+                    422, "invalid_request", f"request body: duplicate key {key!r}", field=key
+                )
+            seen.add(key)
+        return dict(items)
+
+    json.loads(body, object_pairs_hook=pairs)
 
 
 def _json_kind(value: Any) -> str:
@@ -110,6 +145,13 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "a string" if isinstance(value, str) else "null"
+
+
+def may_hold_booleans(raw: bytes) -> bool:
+    """Whether a body may contain ``true``/``false`` literals (then rows are parsed cell by
+    cell). The first test is a cheap necessary condition: both literals contain a 'u' or an
+    'f', which no JSON number or field name of ours does."""
+    return (b"u" in raw or b"f" in raw) and (b"true" in raw or b"false" in raw)
 
 
 def check_fields(data: dict[str, Any], allowed: Sequence[str], required: Sequence[str]) -> None:

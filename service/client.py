@@ -68,7 +68,10 @@ def _rows(instances: Rows) -> list[Any]:
     if isinstance(instances, np.ndarray):
         if instances.ndim == 1:
             instances = instances.reshape(1, -1)
-        return [[float(v) for v in row] for row in instances.tolist()]
+        # tolist() keeps booleans and strings as they are, so the server's strict checks see
+        # them instead of silently converted numbers.
+        rows: list[Any] = instances.tolist()
+        return rows
     return [dict(r) if isinstance(r, Mapping) else list(r) for r in instances]
 
 

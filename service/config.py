@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
     max_passes: int = Field(10, ge=1, le=1000, description="upper bound of /train's passes")
     reload_interval: float = Field(
-        1.0, gt=0, le=3600, description="seconds between checks of the store for new versions"
+        0.5, gt=0, le=3600, description="seconds between checks of the store for new versions"
     )
     keep_last: int = Field(100, ge=1, description="retention: newest versions to keep")
     snapshot_every: int = Field(

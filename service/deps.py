@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
@@ -55,7 +56,9 @@ def require_api_key(state: State, credentials: Credentials) -> None:
             "this route requires an 'Authorization: Bearer <key>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(supplied.encode(), expected.encode()):
+    # Compare digests: equal lengths, so not even the key's length leaks through timing.
+    supplied_digest = hashlib.sha256(supplied.encode()).digest()
+    if not hmac.compare_digest(supplied_digest, hashlib.sha256(expected.encode()).digest()):
         raise ApiError(403, "forbidden", "the bearer key is not valid")
 
 

@@ -68,7 +68,7 @@ class Metrics:
             registry=r,
         )
         self.active_version = gauge(
-            "softmax_active_version", "model version this process serves", "livemax"
+            "softmax_active_version", "model version being served", "livemostrecent"
         )
         self.prequential_accuracy = gauge(
             "softmax_prequential_accuracy",
@@ -85,6 +85,11 @@ class Metrics:
             "rows in the rolling prequential window",
             "livemostrecent",
         )
+
+    def set_prequential(self, rows: int, accuracy: float, log_loss: float) -> None:
+        self.prequential_rows.set(rows)
+        self.prequential_accuracy.set(accuracy)
+        self.prequential_log_loss.set(log_loss)
 
     def exposition(self) -> bytes:
         if self.multiprocess:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from model import LoadedModel, ModelRepository, StepReport
+from model import LoadedModel, ModelRepository, StepReport, UpdateResult
 from model.errors import (
     InvalidParameterError,
     ModelError,
@@ -33,7 +33,7 @@ from model.errors import (
 from model.repository import describe
 from model.store import ArtifactStore, check_model_name
 
-__all__ = ["NoModelError", "Prediction", "RollingMetrics", "Runtime", "TrainOutcome"]
+__all__ = ["NoModelError", "Prediction", "RollingMetrics", "Runtime"]
 
 log = logging.getLogger("service.runtime")
 
@@ -52,13 +52,6 @@ class Prediction:
     def predictions(self) -> NDArray[Any]:
         labels: NDArray[Any] = self.model.estimator.classes_[self.probabilities.argmax(axis=1)]
         return labels
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    version: int
-    previous_version: int
-    report: StepReport
 
 
 class RollingMetrics:
@@ -108,7 +101,8 @@ class Runtime:
         self.store: ArtifactStore = repository.store
         self.requested_name = check_model_name(model_name) if model_name else None
         self.current: LoadedModel | None = None
-        self.rolling = RollingMetrics(metrics_window)
+        self.metrics_window = metrics_window
+        self._swap_listeners: list[Callable[[LoadedModel], None]] = []
         self._swap_lock = threading.Lock()
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
@@ -170,6 +164,8 @@ class Runtime:
             if self.current is not current:
                 return False
             self.current = loaded
+        for listener in self._swap_listeners:
+            listener(loaded)
         log.info("serving %s version %d", name, loaded.version)
         return True
 
@@ -191,9 +187,42 @@ class Runtime:
         if self._poller is not None:
             self._poller.join(timeout=5)
 
+    def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call ``listener`` with every model this process starts serving."""
+        self._swap_listeners.append(listener)
+
     def _swap(self, loaded: LoadedModel) -> None:
         with self._swap_lock:
             self.current = loaded
+        for listener in self._swap_listeners:
+            listener(loaded)
+
+    def prequential(self) -> tuple[int, float, float] | None:
+        """(rows, accuracy, log-loss) of the online stream over the newest ``metrics_window``
+        rows, read from the store's versions: the same figures in every worker and replica,
+        whichever of them applied the updates."""
+        model = self.current
+        if model is None:
+            return None
+        rolling = RollingMetrics(self.metrics_window)
+        recent: list[StepReport] = []
+        rows = 0
+        for number in reversed(self.store.versions(model.name)):
+            if rows >= self.metrics_window:
+                break
+            try:
+                online = self.store.read_meta(model.name, number).get("online")
+            except ModelError:  # removed by retention meanwhile, or unreadable: skip it
+                continue
+            if online:
+                report = StepReport(
+                    online["n"], online["loss_before"], online["accuracy_before"], 0.0
+                )
+                recent.append(report)
+                rows += report.n
+        for report in reversed(recent):
+            rolling.add(report)
+        return rolling.snapshot()
 
     # ------------------------------------------------------------------ serving
     def model_for(self, version: int | None) -> LoadedModel:
@@ -248,7 +277,7 @@ class Runtime:
         *,
         learning_rate: float | None = None,
         passes: int = 1,
-    ) -> TrainOutcome:
+    ) -> UpdateResult:
         """One durable online update (blocking: call from a worker thread)."""
         current = self.require()
         # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
@@ -263,8 +292,7 @@ class Runtime:
                 base=current,
                 on_commit=self._swap,
             )
-        self.rolling.add(result.report)
-        return TrainOutcome(result.model.version, result.previous_version, result.report)
+        return result
 
     def list_versions(self, limit: int, before: int | None) -> dict[str, Any]:
         """One page of version summaries, newest first (``before`` excludes newer ones)."""
@@ -294,9 +322,7 @@ class Runtime:
         name = self.require().name
         head = self.store.head(name)
         meta = self.store.read_meta(name, version)
-        root = meta
-        while root["kind"] == "update":  # classes and features live in the snapshot
-            root = self.store.read_meta(name, int(root["parent"]))
+        root = self.repository.snapshot_meta(name, version)
         kept = version in self.store.kept(name)
         detail = describe(meta, active=version == head.active, kept=kept)
         detail.update(

@@ -157,6 +157,7 @@ _ERROR_TEXT = {
     401: "Missing bearer credentials",
     403: "Wrong bearer credentials",
     404: "No such version",
+    409: "The active model changed features or classes while the request was read; retry",
     413: "Body larger than max_body_bytes",
     422: "Invalid request: wrong shape, non-finite or non-numeric values, unknown labels, "
     "limits exceeded, or an update that would make a weight non-finite",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..deps import State
@@ -20,7 +21,7 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(state: State) -> Response:
     """Prometheus text format, aggregated over all worker processes."""
-    model = state.runtime.current
-    if model is not None:
-        state.metrics.active_version.set(model.version)
+    window = await run_in_threadpool(state.runtime.prequential)
+    if window is not None:
+        state.metrics.set_prequential(*window)
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -46,5 +46,4 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
 async def activate(state: State, version: VersionPath) -> dict[str, Any]:
     """Make a stored version active (rollback or promotion); every process follows."""
     loaded = await run_in_threadpool(state.runtime.activate, version)
-    state.metrics.active_version.set(loaded.version)
     return {"model": loaded.name, "active": loaded.version}

@@ -7,7 +7,13 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ..body import check_fields, optional_int, parse_instances, read_json_object
+from ..body import (
+    check_fields,
+    may_hold_booleans,
+    optional_int,
+    parse_instances,
+    read_json_object,
+)
 from ..deps import AppState
 from ..schemas import (
     MAX_VERSION,
@@ -56,7 +62,7 @@ def build_router(max_rows: int) -> APIRouter:
             data["instances"],
             model,
             max_rows,
-            may_hold_booleans=b"true" in raw or b"false" in raw,
+            may_hold_booleans=may_hold_booleans(raw),
         )
         if X.size * model.estimator.classes_.shape[0] > _INLINE_WORK:
             prediction = await run_in_threadpool(runtime.predict, model, X)

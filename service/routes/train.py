@@ -10,7 +10,14 @@ from starlette.responses import Response
 from model.errors import ModelError
 from model.validation import describe_value
 
-from ..body import check_fields, optional_int, optional_number, parse_instances, read_json_object
+from ..body import (
+    check_fields,
+    may_hold_booleans,
+    optional_int,
+    optional_number,
+    parse_instances,
+    read_json_object,
+)
 from ..deps import AppState, Authorized
 from ..errors import ApiError
 from ..schemas import (
@@ -35,7 +42,7 @@ def build_router(max_rows: int, max_learning_rate: float, max_passes: int) -> AP
         dependencies=[Authorized],
         responses={
             200: {"model": TrainResponse},
-            **error_responses(400, 401, 403, 413, 422, 500, 503),
+            **error_responses(400, 401, 403, 409, 413, 422, 500, 503),
         },
         openapi_extra=request_body(
             train_request_model(max_rows, max_learning_rate, max_passes),
@@ -63,31 +70,24 @@ def build_router(max_rows: int, max_learning_rate: float, max_passes: int) -> AP
                 data["instances"],
                 model,
                 max_rows,
-                may_hold_booleans=b"true" in raw or b"false" in raw,
+                may_hold_booleans=may_hold_booleans(raw),
             )
-            outcome = await run_in_threadpool(
+            result = await run_in_threadpool(
                 state.runtime.train, X, labels, learning_rate=learning_rate, passes=passes
             )
         except (ModelError, ApiError) as exc:
             reason = exc.code if isinstance(exc, ModelError) else exc.type
             state.metrics.updates_rejected.labels(reason).inc()
             raise
-        metrics = state.metrics
-        metrics.updates_applied.inc()
-        metrics.rows_trained.inc(outcome.report.n)
-        metrics.active_version.set(outcome.version)
-        rolling = state.runtime.rolling.snapshot()
-        if rolling is not None:
-            rows, accuracy, log_loss = rolling
-            metrics.prequential_rows.set(rows)
-            metrics.prequential_accuracy.set(accuracy)
-            metrics.prequential_log_loss.set(log_loss)
+        report = result.report
+        state.metrics.updates_applied.inc()
+        state.metrics.rows_trained.inc(report.n)
         body = {
-            "version": outcome.version,
-            "previous_version": outcome.previous_version,
-            "n": outcome.report.n,
-            "loss_before": outcome.report.loss_before,
-            "loss_after": outcome.report.loss_after,
+            "version": result.model.version,
+            "previous_version": result.previous_version,
+            "n": report.n,
+            "loss_before": report.loss_before,
+            "loss_after": report.loss_after,
         }
         return Response(orjson.dumps(body), media_type="application/json")
 

@@ -520,3 +520,59 @@ def test_writers_killed_at_random_moments_never_break_the_store(
     assert not [name for name in os.listdir(directory) if name.startswith(".tmp-")]
     assert newest_so_far > 25  # the writers got real work done between the kills
     print(f"debris left by killed writers in {debris_seen} of 25 kills")
+
+
+# ------------------------------------------------------------------ review fixes
+
+
+def test_a_failing_retention_does_not_fail_the_committed_update(tmp_path: Path) -> None:
+    repo = repository(tmp_path, keep_last=1)
+    repo.save(initial_model(), NAME)
+    (tmp_path / NAME / "KEPT").write_text("{not json")  # retention reads it and fails
+    published = []
+    result = repo.update(NAME, *update_batch(worker=5, op=0), on_commit=published.append)
+    assert result.model.version == 2 and [m.version for m in published] == [2]
+    assert repo.store.head(NAME) == Head(active=2, newest=2)
+    assert repository(tmp_path).load(NAME).version == 2
+
+
+def test_a_lineage_that_points_forward_is_refused_not_followed(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    update = repo.update(NAME, *update_batch(worker=6, op=0))
+    meta = {k: v for k, v in update.model.meta.items() if k not in ("version", "model")}
+    arrays = dict(repo.store.read(NAME, 2).arrays)
+    looping = write_raw(tmp_path, {**meta, "parent": 4}, arrays)  # version 3 -> 4: a loop
+    with pytest.raises(errors.CorruptArtifactError, match="damaged lineage"):
+        repository(tmp_path).load(NAME, looping)
+
+
+def test_a_file_renamed_to_another_version_is_refused(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    repo.save(initial_model(seed=1), NAME)
+    fresh = LocalArtifactStore(tmp_path)
+    fresh.path(NAME, 1).write_bytes(fresh.path(NAME, 2).read_bytes())
+    with pytest.raises(errors.CorruptArtifactError, match="not 'shared' version 1"):
+        fresh.read_meta(NAME, 1)
+
+
+def test_an_update_refuses_when_the_active_model_changed_its_layout(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    base = repo.save(initial_model(), NAME)
+    X, y = base_data()
+    other = SoftmaxRegression(epochs=1).fit(X, y, feature_names=[f"f{i}" for i in range(6)])
+    repository(tmp_path).save(other, NAME)  # another process writes new features
+    with pytest.raises(errors.ModelChangedError, match="retry"):
+        repo.update(NAME, *update_batch(worker=7, op=0), base=base)
+    assert repo.store.versions(NAME) == [1, 2]
+
+
+def test_activation_reads_outside_the_lock_and_refuses_a_removed_version(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    repo.update(NAME, *update_batch(worker=8, op=0))
+    loaded = repo.activate(NAME, 1)
+    assert loaded.version == 1 and repo.store.head(NAME) == Head(active=1, newest=2)
+    with pytest.raises(errors.VersionNotFoundError):
+        repo.activate(NAME, 9)

@@ -50,9 +50,17 @@ COMMON = {
     "Infinity literal": Bad(
         b'{"instances": [[1, Infinity, 2, 3]]}', 400, "invalid_json", "not valid"
     ),
-    # RFC 8259 grammar allows it, but it is no finite double: orjson refuses to parse it.
-    "1e400": Bad(b'{"instances": [[1e400, 1, 2, 3]]}', 400, "invalid_json", "infinity"),
-    "-1e400": Bad(b'{"instances": [[1, -1e400, 2, 3]]}', 400, "invalid_json", "infinity"),
+    # RFC 8259 grammar allows it, but it is no finite double: refused as non-finite, with
+    # the place it was found.
+    "1e400": Bad(
+        b'{"instances": [[1e400, 1, 2, 3]]}',
+        422,
+        "non_finite",
+        "beyond the float64 range at line 1, column 17",
+    ),
+    "-1e400": Bad(
+        b'{"instances": [[1, -1e400, 2, 3]]}', 422, "non_finite", "beyond the float64 range"
+    ),
     "nested too deep": Bad(
         b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json", "not valid JSON"
     ),
@@ -199,6 +207,30 @@ COMMON = {
 }
 
 PREDICT_ONLY = {
+    # Parsers keep the last of duplicate keys; refusing them is the only way to lose nothing.
+    "duplicate key": Bad(
+        b'{"instances": [[1, 2, 3, 4]], "instances": [[5, 6, 7, 8]]}',
+        422,
+        "invalid_request",
+        "duplicate key 'instances'",
+        "instances",
+    ),
+    "duplicate feature name": Bad(
+        b'{"instances": [{"sepal_length": 1, "sepal_width": 2, "petal_length": 3, '
+        b'"petal_width": 4, "petal_width": 5}]}',
+        422,
+        "invalid_request",
+        "duplicate key 'petal_width'",
+        "petal_width",
+    ),
+    "colon inside a feature name is not a duplicate": Bad(
+        b'{"instances": [{"sepal:length": 1}]}',
+        422,
+        "unknown_feature",
+        "unknown feature 'sepal:length' at row 0",
+        "instances",
+        0,
+    ),
     "version zero": Bad(
         body(instances=[ROW], version=0),
         422,
@@ -243,6 +275,13 @@ PREDICT_ONLY = {
 }
 
 TRAIN_ONLY = {
+    "duplicate labels key": Bad(
+        b'{"instances": [[5.9, 3.0, 5.1, 1.8]], "labels": ["virginica"], "labels": ["setosa"]}',
+        422,
+        "invalid_request",
+        "duplicate key 'labels'",
+        "labels",
+    ),
     "missing labels": Bad(
         instances([ROW]), 422, "invalid_request", "missing field 'labels'", "labels"
     ),
@@ -266,6 +305,12 @@ TRAIN_ONLY = {
         "got 'rose' at row 1",
         "labels",
         1,
+    ),
+    "label with a NUL character": Bad(
+        train(labels=["setosa\x00"]), 422, "unknown_label", "contains a NUL", "labels", 0
+    ),
+    "labels a string": Bad(
+        train(labels="setosa"), 422, "invalid_request", "labels: expected a list", "labels"
     ),
     "integer label for string classes": Bad(
         train(labels=[0]), 422, "unknown_label", "(strings: 'setosa'", "labels", 0

@@ -135,7 +135,7 @@ def test_concurrent_updates_are_serialized_and_equal_a_sequential_replay(
                 seed = 1000 * worker + i
                 outcome = runtime.train(*minibatch(seed), learning_rate=0.05)
                 with record:
-                    outcomes.append((outcome.version, outcome.previous_version, seed))
+                    outcomes.append((outcome.model.version, outcome.previous_version, seed))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -165,7 +165,7 @@ def test_concurrent_updates_are_serialized_and_equal_a_sequential_replay(
         assert np.array_equal(state.weights, estimator.state_.weights)
         assert np.array_equal(state.bias, estimator.state_.bias)
         assert state.step == estimator.state_.step
-    window = runtime.rolling.snapshot()
+    window = runtime.prequential()
     assert window is not None and window[0] == total * 5
 
 
