@@ -43,7 +43,7 @@ from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 
-__all__ = ["LoadedModel", "ModelRepository", "UpdateResult", "state_digest"]
+__all__ = ["LoadedModel", "ModelRepository", "UpdateResult", "layout_of", "state_digest"]
 
 log = logging.getLogger("model.repository")
 
@@ -101,8 +101,9 @@ def _update_parent(meta: dict[str, Any]) -> int | None:
     return parent
 
 
-def _layout(model: LoadedModel) -> tuple[Any, ...]:
-    """What a request's rows and labels are interpreted against."""
+def layout_of(model: LoadedModel) -> tuple[Any, ...]:
+    """What a request's rows and labels are interpreted against: versions with equal layouts
+    read the same request the same way."""
     estimator = model.estimator
     return (estimator.n_features_in_, estimator.feature_names_, estimator.classes_.tolist())
 
@@ -229,7 +230,7 @@ class ModelRepository:
             if head.newest == 0:
                 raise ModelNotFoundError(f"model {name!r} has no versions to update")
             current = self.load(name, head.active, base=base)
-            if base is not None and current is not base and _layout(current) != _layout(base):
+            if base is not None and current is not base and layout_of(current) != layout_of(base):
                 raise ModelChangedError(
                     f"model {name!r} changed while this request was read: version "
                     f"{current.version} has other features or classes than version "

@@ -64,6 +64,10 @@ class BodyLimitMiddleware:
                 if declared > self.limit:
                     await self._reject()(scope, receive, send)
                     return
+                if declared >= 0:
+                    # The server delivers no more than the declared length: nothing to count.
+                    await self.app(scope, receive, send)
+                    return
         seen = 0
         started = False
 

@@ -25,7 +25,9 @@ class AppState:
     metrics: Metrics
 
 
-def app_state(request: Request) -> AppState:
+# Both dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
+# dependency in the thread pool, a thread hop per request for a few attribute reads.
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.softmax
     return state
 
@@ -42,7 +44,7 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_api_key(state: State, credentials: Credentials) -> None:
+async def require_api_key(state: State, credentials: Credentials) -> None:
     """401 without ``Authorization: Bearer <key>``, 403 with a wrong key (constant-time)."""
     secret = state.settings.api_key
     expected = secret.get_secret_value() if secret is not None else ""

@@ -25,12 +25,13 @@ from numpy.typing import NDArray
 from model import LoadedModel, ModelRepository, StepReport, UpdateResult
 from model.errors import (
     InvalidParameterError,
+    ModelChangedError,
     ModelError,
     ModelNotFoundError,
     NonFiniteError,
     VersionNotFoundError,
 )
-from model.repository import describe
+from model.repository import describe, layout_of
 from model.store import ArtifactStore, check_model_name
 
 __all__ = ["NoModelError", "Prediction", "RollingMetrics", "Runtime"]
@@ -104,6 +105,7 @@ class Runtime:
         self.metrics_window = metrics_window
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
         self._swap_lock = threading.Lock()
+        self._train_lock = threading.Lock()
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
         self._pinned_size = pinned_cache_size
@@ -277,22 +279,34 @@ class Runtime:
         *,
         learning_rate: float | None = None,
         passes: int = 1,
+        parsed_with: LoadedModel | None = None,
     ) -> UpdateResult:
-        """One durable online update (blocking: call from a worker thread)."""
-        current = self.require()
-        # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
-        # exact check) and the update itself (refused with DivergenceError): no warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            result = self.repository.update(
-                current.name,
-                X,
-                labels,
-                learning_rate=learning_rate,
-                passes=passes,
-                base=current,
-                on_commit=self._swap,
-            )
-        return result
+        """One durable online update (blocking: call from a worker thread).
+
+        ``parsed_with`` is the model the request's rows were read against; if the served
+        model has since changed its features or classes, the update is refused (409).
+        """
+        # This process's writers queue here, before choosing their base: each then starts
+        # from the version the previous one committed, instead of re-reading it from disk.
+        with self._train_lock:
+            current = self.require()
+            if parsed_with is not None and layout_of(parsed_with) != layout_of(current):
+                raise ModelChangedError(
+                    f"model {current.name!r} changed features or classes while this request "
+                    f"was read (version {parsed_with.version} -> {current.version}); retry"
+                )
+            # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
+            # exact check) and the update itself (refused with DivergenceError): no warnings.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self.repository.update(
+                    current.name,
+                    X,
+                    labels,
+                    learning_rate=learning_rate,
+                    passes=passes,
+                    base=current,
+                    on_commit=self._swap,
+                )
 
     def list_versions(self, limit: int, before: int | None) -> dict[str, Any]:
         """One page of version summaries, newest first (``before`` excludes newer ones)."""

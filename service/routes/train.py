@@ -73,7 +73,12 @@ def build_router(max_rows: int, max_learning_rate: float, max_passes: int) -> AP
                 may_hold_booleans=may_hold_booleans(raw),
             )
             result = await run_in_threadpool(
-                state.runtime.train, X, labels, learning_rate=learning_rate, passes=passes
+                state.runtime.train,
+                X,
+                labels,
+                learning_rate=learning_rate,
+                passes=passes,
+                parsed_with=model,
             )
         except (ModelError, ApiError) as exc:
             reason = exc.code if isinstance(exc, ModelError) else exc.type
