@@ -43,6 +43,7 @@ from model.errors import (
     NonFiniteError,
 )
 from model.splits import fingerprint, stratified_kfold, train_val_test_split
+from model.validation import first_non_finite
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -106,9 +107,8 @@ class Dataset:
                 f"X must have at least one row and one feature, got shape {features.shape}",
                 field="X",
             )
-        finite = np.isfinite(features)
-        if not finite.all():
-            row, column = (int(index) for index in np.argwhere(~finite)[0])
+        if (bad := first_non_finite(features)) is not None:
+            row, column = bad
             raise NonFiniteError(
                 f"X must be finite, got {features[row, column]} at row {row}, column {column}",
                 field="X",
@@ -572,9 +572,8 @@ def _npz_features(source: str, features: NDArray[Any]) -> NDArray[np.float64]:
             field="X",
         )
     X = features.astype(np.float64)
-    finite = np.isfinite(X)
-    if not finite.all():
-        row, column = (int(index) for index in np.argwhere(~finite)[0])
+    if (bad := first_non_finite(X)) is not None:
+        row, column = bad
         raise DataFileError(
             f"{source}: array 'X' must be finite, got {X[row, column]} at row {row}, "
             f"column {column}",

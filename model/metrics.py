@@ -30,6 +30,7 @@ from model.errors import (
     NotANumberError,
     UnknownLabelError,
 )
+from model.validation import first_non_finite
 
 __all__ = [
     "accuracy",
@@ -274,9 +275,8 @@ def _probabilities(proba: ArrayLike, n_samples: int) -> NDArray[np.float64]:
         )
     if probabilities.shape[1] == 0:
         raise EmptyInputError("proba has no columns; expected one per class", field="proba")
-    finite = np.isfinite(probabilities)
-    if not finite.all():
-        row, column = (int(index) for index in np.argwhere(~finite)[0])
+    if (bad := first_non_finite(probabilities)) is not None:
+        row, column = bad
         raise NonFiniteError(
             f"proba must be finite, got {probabilities[row, column]} at row {row}, column {column}",
             field="proba",

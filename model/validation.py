@@ -22,7 +22,13 @@ from .errors import (
 )
 from .maths import Float, Index
 
-__all__ = ["check_labels", "check_matrix", "check_same_length", "describe_value"]
+__all__ = [
+    "check_labels",
+    "check_matrix",
+    "check_same_length",
+    "describe_value",
+    "first_non_finite",
+]
 
 
 def describe_value(value: Any) -> str:
@@ -31,6 +37,15 @@ def describe_value(value: Any) -> str:
     text = repr(value)
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"{text} ({kind})" if kind and value is not None else (kind or text)
+
+
+def first_non_finite(arr: NDArray[Any]) -> tuple[int, int] | None:
+    """``(row, column)`` of the first NaN or infinity of a 2-D array, or None."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return None
+    row, column = (int(v) for v in np.argwhere(~finite)[0])
+    return row, column
 
 
 def _first_bad_cell(rows: Any) -> tuple[int, int, Any] | None:
@@ -117,16 +132,14 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
         raise EmptyInputError(f"{field}: expected at least one feature, got none", field=field)
     with np.errstate(over="ignore", invalid="ignore"):  # huge finite values may overflow
         total = arr.sum()
-    if not np.isfinite(total):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            row, column = (int(v) for v in np.argwhere(~finite)[0])
-            raise NonFiniteError(
-                f"{field}: expected finite numbers, got {float(arr[row, column])!r} "
-                f"at row {row}, column {column}",
-                field=field,
-                row=row,
-            )
+    if not np.isfinite(total) and (cell := first_non_finite(arr)) is not None:
+        row, column = cell
+        raise NonFiniteError(
+            f"{field}: expected finite numbers, got {float(arr[row, column])!r} "
+            f"at row {row}, column {column}",
+            field=field,
+            row=row,
+        )
     return np.ascontiguousarray(arr)
 
 
