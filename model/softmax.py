@@ -361,6 +361,11 @@ class SoftmaxRegression:
         """Class probabilities ``(n, k)``, columns in the order of ``classes_``."""
         return softmax(self.decision_function(X))
 
+    def predict_proba_checked(self, X: Float) -> Float:
+        """:meth:`predict_proba` for rows already returned by ``check_matrix(X, d)`` on a
+        fitted model (the service validates each request once); the same computation."""
+        return softmax(_logits(self.state_, self.standardizer_.transform(X)))
+
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable class label of each row, ``(n,)``."""
         # The argmax of the probabilities, as the service answers: on near-ties the logits'

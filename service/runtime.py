@@ -260,7 +260,7 @@ class Runtime:
         values or scores overflow): an answer of NaN probabilities would be no answer.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            probabilities = model.estimator.predict_proba(X)
+            probabilities = model.estimator.predict_proba_checked(X)
             finite = np.isfinite(probabilities).all(axis=1)
         if not finite.all():
             row = int(np.argmin(finite))
