@@ -45,8 +45,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+from common import REPO, source_state
 
-REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 API_KEY = "bench-key"
 N_FEATURES = 64
@@ -454,30 +454,10 @@ def bench_train_big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def source_state() -> str:
-    """The commit measured and whether model/ or service/ had uncommitted changes (read-only:
-    no optional index refresh)."""
-    git = ["git", "--no-optional-locks", "-C", str(REPO)]
-    try:
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "model", "service"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    changed = sorted(line[3:] for line in dirty if line.strip())
-    return head + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    found = {"source": source_state(), "python": platform.python_version()}
+    found = {"source": source_state("model", "service"), "python": platform.python_version()}
     for package in ("numpy", "fastapi", "starlette", "pydantic", "uvicorn", "uvloop", "httptools"):
         with contextlib.suppress(Exception):
             found[package] = version(package)

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from common import source_state
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -171,25 +171,6 @@ def describe_settings(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
 
 
-def source_state() -> str:
-    """The commit measured and whether model/ had uncommitted changes (read-only git calls)."""
-    git = ["git", "--no-optional-locks", "-C", os.path.dirname(os.path.dirname(__file__))]
-    try:
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "model"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    changed = sorted(line[3:] for line in dirty if line.strip())
-    return head + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
-
-
 def environment() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -202,7 +183,7 @@ def environment() -> dict[str, Any]:
         for i in threadpool_info()
     ]
     return {
-        "source": source_state(),
+        "source": source_state("model"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
