@@ -7,7 +7,7 @@ STORE  ?= artifacts
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck container-check pytest train bench fmt clean
+.PHONY: run test lint layers typecheck container-check pytest train bench fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,15 @@ run: $(VENV)/.runtime
 train: $(VENV)/.runtime
 	$(PY) -m model.train builtin:digits --store $(STORE) --name digits
 
-## test: lint, format check, types, container checks, the whole pytest suite
-test: lint typecheck container-check pytest
+## test: lint, format check, layer contracts, types, container checks, the whole pytest suite
+test: lint layers typecheck container-check pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+layers: $(VENV)/.dev
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy

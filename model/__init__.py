@@ -5,6 +5,7 @@ Nothing here imports a web framework; the service calls this package.
 
 from __future__ import annotations
 
+from .artifact import OnlineStats, VersionMeta
 from .errors import (
     CorruptArtifactError,
     DivergenceError,
@@ -16,7 +17,14 @@ from .errors import (
     StoreError,
     VersionNotFoundError,
 )
-from .repository import LoadedModel, ModelRepository, UpdateResult
+from .repository import (
+    LoadedModel,
+    ModelRepository,
+    UpdateResult,
+    VersionDetail,
+    VersionInfo,
+    VersionPage,
+)
 from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, Head, LocalArtifactStore
 
@@ -32,10 +40,15 @@ __all__ = [
     "ModelNotFoundError",
     "ModelRepository",
     "NotFittedError",
+    "OnlineStats",
     "SoftmaxRegression",
     "StepReport",
     "StoreBusyError",
     "StoreError",
     "UpdateResult",
+    "VersionDetail",
+    "VersionInfo",
+    "VersionMeta",
     "VersionNotFoundError",
+    "VersionPage",
 ]

@@ -8,7 +8,9 @@ An artifact holds numeric and fixed-width string arrays only, plus two 0-d strin
   and the metadata text. Loading recomputes it, so a truncated, corrupted or tampered file is
   refused with an error naming the file, never half-read.
 
-Two kinds of artifact exist (``meta["kind"]``):
+The metadata is typed as :class:`VersionMeta` (its JSON round trip is
+:meth:`VersionMeta.from_json` / :meth:`VersionMeta.to_json`, nowhere else). Two kinds of
+artifact exist (``VersionMeta.kind``):
 
 * ``snapshot``: the full model: ``weights (d, k)``, ``bias (k,)``, optional
   ``velocity_weights``/``velocity_bias`` (momentum buffers), ``mean``/``scale`` (standardization),
@@ -20,26 +22,156 @@ Two kinds of artifact exist (``meta["kind"]``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .errors import CorruptArtifactError
 
-__all__ = ["FORMAT_VERSION", "Record", "checksum", "encode_record", "read_meta", "read_record"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Kind",
+    "OnlineStats",
+    "Record",
+    "Source",
+    "VersionMeta",
+    "checksum",
+    "encode_record",
+    "read_meta",
+    "read_record",
+]
 
 FORMAT_VERSION = 1
 _META = "__meta__"
 _CHECKSUM = "__checksum__"
 _ALLOWED_KINDS = frozenset("biufU")
+
+
+Kind = Literal["snapshot", "update"]  # a full model, or one online minibatch on its parent
+Source = Literal["offline", "online"]  # the training CLI, or /train
+
+
+@dataclass(frozen=True)
+class OnlineStats:
+    """One online update as recorded: its rows, settings and prequential figures."""
+
+    n: int
+    learning_rate: float | None
+    passes: int
+    loss_before: float
+    accuracy_before: float
+    loss_after: float
+
+
+@dataclass(frozen=True)
+class VersionMeta(Mapping[str, Any]):
+    """One version's metadata, typed. Also a read-only mapping of its JSON form, so code that
+    reads ``meta["training"]`` (as scripts did when this was a dict) keeps working.
+
+    ``version``, ``model`` and ``format_version`` are assigned by the store when it writes.
+    ``params``, ``n_features``, ``classes``, ``feature_names``, ``training``, ``metrics`` and
+    ``fingerprint`` describe a snapshot (an update inherits them from its snapshot);
+    ``digest`` fingerprints an update's resulting weights; ``online`` is set on every version
+    an online update made.
+    """
+
+    kind: Kind
+    source: Source
+    parent: int | None
+    created_at: str
+    step: int
+    chain_length: int = 0
+    chain_bytes: int = 0
+    version: int = 0
+    model: str = ""
+    format_version: int = FORMAT_VERSION
+    online: OnlineStats | None = None
+    digest: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    n_features: int = 0
+    classes: list[Any] = field(default_factory=list)
+    feature_names: list[str] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
+        """Parse stored metadata; anything malformed is a :class:`CorruptArtifactError`."""
+        version = data.get("version")
+        try:
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = {key: value for key, value in data.items() if key in known}
+            online = data.get("online")
+            values["online"] = OnlineStats(**online) if online is not None else None
+            meta = cls(**values)
+            kinds_ok = meta.kind in get_args(Kind) and meta.source in get_args(Source)
+            types_ok = all(
+                isinstance(getattr(meta, name), int)
+                for name in ("step", "chain_length", "chain_bytes", "version")
+            )
+        except TypeError as exc:
+            raise CorruptArtifactError(
+                f"version {version}: metadata is incomplete or malformed ({exc})"
+            ) from None
+        if not (kinds_ok and types_ok):
+            raise CorruptArtifactError(
+                f"version {version}: metadata is malformed (kind {meta.kind!r}, "
+                f"source {meta.source!r})"
+            )
+        return meta
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: the same keys artifacts have always had, per kind and source."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "source": self.source,
+            "parent": self.parent,
+            "created_at": self.created_at,
+            "chain_length": self.chain_length,
+            "chain_bytes": self.chain_bytes,
+            "step": self.step,
+        }
+        if self.version:
+            out.update(format_version=self.format_version, model=self.model, version=self.version)
+        if self.kind == "snapshot":
+            out.update(
+                params=self.params,
+                n_features=self.n_features,
+                classes=self.classes,
+                feature_names=self.feature_names,
+                training=self.training,
+            )
+            if self.source == "offline":
+                out.update(metrics=self.metrics, fingerprint=self.fingerprint)
+        else:
+            out["digest"] = self.digest
+        if self.online is not None:
+            out["online"] = dataclasses.asdict(self.online)
+        return out
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
+        return self.to_json()
+
+    def __getitem__(self, key: str) -> Any:
+        return self._json[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._json)
+
+    def __len__(self) -> int:
+        return len(self._json)
 
 
 @dataclass(frozen=True)

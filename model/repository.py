@@ -21,29 +21,43 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .artifact import Record
+from .artifact import OnlineStats, Record, Source, VersionMeta
 from .errors import (
     CorruptArtifactError,
     InvalidParameterError,
     ModelChangedError,
     ModelError,
     ModelNotFoundError,
+    NotFittedError,
+    VersionNotFoundError,
 )
 from .optimizer import TrainState
 from .preprocessing import Standardizer
+from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
-from .store import ArtifactStore, arrays_nbytes, check_model_name
+from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 
-__all__ = ["LoadedModel", "ModelRepository", "UpdateResult", "layout_of", "state_digest"]
+__all__ = [
+    "LoadedModel",
+    "ModelRepository",
+    "UpdateResult",
+    "VersionDetail",
+    "check_model_name",
+    "VersionInfo",
+    "VersionPage",
+    "state_digest",
+]
 
 log = logging.getLogger("model.repository")
 
@@ -55,11 +69,26 @@ class LoadedModel:
     name: str
     version: int
     estimator: SoftmaxRegression
-    meta: dict[str, Any]
+    meta: VersionMeta
+
+    @cached_property
+    def classes(self) -> list[Any]:
+        """The class labels, in the order of the probability columns."""
+        return [c.item() for c in self.estimator.classes_]
 
     @property
-    def classes(self) -> list[Any]:
-        return [c.item() for c in self.estimator.classes_]
+    def n_features(self) -> int:
+        return self.estimator.n_features_in_
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        return self.estimator.feature_names_
+
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """What a request's rows and labels are read against: versions with equal layouts
+        read the same request the same way."""
+        return (self.n_features, self.feature_names, self.classes)
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,46 @@ class UpdateResult:
     model: LoadedModel
     previous_version: int
     report: StepReport
+
+
+@dataclass(frozen=True)
+class VersionInfo(Mapping[str, Any]):
+    """A stored version as a listing shows it. Also a read-only mapping of its metadata's JSON
+    form plus ``active`` and ``kept``, as :meth:`ModelRepository.versions` returned before."""
+
+    meta: VersionMeta
+    active: bool
+    kept: bool
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ("active", "kept"):
+            return getattr(self, key)
+        return self.meta[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.meta
+        yield from ("active", "kept")
+
+    def __len__(self) -> int:
+        return len(self.meta) + 2
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    """Versions newest first; ``next_before`` continues the listing (None: no more)."""
+
+    name: str
+    active: int
+    versions: list[VersionInfo]
+    next_before: int | None
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """A version and the snapshot it descends from (its classes, features and settings)."""
+
+    info: VersionInfo
+    snapshot: VersionMeta
 
 
 def state_digest(state: TrainState) -> str:
@@ -85,27 +154,18 @@ def state_digest(state: TrainState) -> str:
     return digest.hexdigest()
 
 
-def _update_parent(meta: dict[str, Any]) -> int | None:
+def _update_parent(meta: VersionMeta) -> int | None:
     """The parent an update version replays on, or None for a snapshot. A parent must be an
     older version, so a damaged lineage can never loop."""
-    if meta.get("kind") == "snapshot":
+    if meta.kind == "snapshot":
         return None
-    parent, version = meta.get("parent"), meta.get("version")
-    if meta.get("kind") != "update" or not (
-        isinstance(parent, int) and isinstance(version, int) and 0 < parent < version
-    ):
+    parent = meta.parent
+    if not (isinstance(parent, int) and 0 < parent < meta.version):
         raise CorruptArtifactError(
-            f"version {version}: damaged lineage metadata (kind {meta.get('kind')!r}, "
+            f"version {meta.version}: damaged lineage metadata (kind {meta.kind!r}, "
             f"parent {parent!r})"
         )
     return parent
-
-
-def layout_of(model: LoadedModel) -> tuple[Any, ...]:
-    """What a request's rows and labels are interpreted against: versions with equal layouts
-    read the same request the same way."""
-    estimator = model.estimator
-    return (estimator.n_features_in_, estimator.feature_names_, estimator.classes_.tolist())
 
 
 def _now() -> str:
@@ -113,6 +173,8 @@ def _now() -> str:
 
 
 def snapshot_arrays(estimator: SoftmaxRegression) -> dict[str, Any]:
+    if not estimator.is_fitted:
+        raise NotFittedError("this model has not been trained: call fit or initialize first")
     state = estimator.state_
     arrays: dict[str, Any] = {
         "weights": state.weights,
@@ -129,17 +191,17 @@ def snapshot_arrays(estimator: SoftmaxRegression) -> dict[str, Any]:
     return arrays
 
 
-def estimator_from_snapshot(record: Record) -> SoftmaxRegression:
+def estimator_from_snapshot(arrays: Any, meta: VersionMeta) -> SoftmaxRegression:
     """Rebuild the estimator a snapshot artifact describes."""
-    a, meta = record.arrays, record.meta
+    a = arrays
     try:
-        estimator = SoftmaxRegression(**meta["params"])
+        estimator = SoftmaxRegression(**meta.params)
         state = TrainState(
             weights=np.asarray(a["weights"], dtype=np.float64),
             bias=np.asarray(a["bias"], dtype=np.float64),
             velocity_weights=a.get("velocity_weights"),
             velocity_bias=a.get("velocity_bias"),
-            step=int(meta["step"]),
+            step=meta.step,
         )
         estimator.classes_ = a["classes"]
         names = a.get("feature_names")
@@ -155,19 +217,30 @@ def estimator_from_snapshot(record: Record) -> SoftmaxRegression:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptArtifactError(
-            f"version {meta.get('version')}: snapshot is incomplete ({exc!r})"
+            f"version {meta.version}: snapshot is incomplete ({exc!r})"
         ) from None
     if not shapes_ok:
-        raise CorruptArtifactError(f"version {meta.get('version')}: snapshot arrays disagree")
+        raise CorruptArtifactError(f"version {meta.version}: snapshot arrays disagree")
     estimator.state_ = state
     estimator.history_ = []
-    estimator.n_epochs_run_ = int(meta.get("training", {}).get("epochs_run", 0))
+    estimator.n_epochs_run_ = int(meta.training.get("epochs_run", 0))
     estimator.best_epoch_ = None
     return estimator
 
 
+@dataclass
+class _StreamCursor:
+    """How far one process has folded a model's online stream into its window."""
+
+    window: PrequentialWindow
+    seen: int = 0
+
+
 class ModelRepository:
-    """Versioned models in a store: the one place that knows snapshots, updates and lineage."""
+    """Versioned models in a store: the one place that knows snapshots, updates and lineage.
+
+    The service talks to this class only, never to the store behind it.
+    """
 
     def __init__(
         self, store: ArtifactStore, *, keep_last: int | None = 100, snapshot_every: int = 100
@@ -181,6 +254,14 @@ class ModelRepository:
         self.store = store
         self.keep_last = keep_last
         self.snapshot_every = snapshot_every
+        self._streams: dict[tuple[str, int], _StreamCursor] = {}
+        self._streams_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ModelRepository({self.store!r})"
+
+    def __str__(self) -> str:
+        return str(self.store)
 
     # ------------------------------------------------------------------ writing
     def save(
@@ -195,16 +276,19 @@ class ModelRepository:
     ) -> LoadedModel:
         """Store a trained estimator as a new (active) offline snapshot version."""
         check_model_name(name)
-        estimator._require_fitted()
+        arrays = snapshot_arrays(estimator)  # raises NotFittedError first
         with self.store.lock(name):
-            parent = self._active_or_none(name)
-            meta = self._snapshot_meta(estimator, parent, source="offline")
-            meta.update(training=training or {}, metrics=metrics or {}, fingerprint=fingerprint)
-            stored = self.store.write(name, Record(meta, snapshot_arrays(estimator)))
+            meta = replace(
+                self._snapshot_meta(estimator, self._active_or_none(name), source="offline"),
+                training=training or {},
+                metrics=metrics or {},
+                fingerprint=fingerprint,
+            )
+            stored = self._write(name, meta, arrays)
             if keep:
                 self.store.set_kept(name, stored.version, True)
             self._prune_after_commit(name)
-            return LoadedModel(name, stored.version, estimator, stored.meta)
+            return LoadedModel(name, stored.version, estimator, stored)
 
     def update(
         self,
@@ -230,7 +314,7 @@ class ModelRepository:
             if head.newest == 0:
                 raise ModelNotFoundError(f"model {name!r} has no versions to update")
             current = self.load(name, head.active, base=base)
-            if base is not None and current is not base and layout_of(current) != layout_of(base):
+            if base is not None and current is not base and current.layout != base.layout:
                 raise ModelChangedError(
                     f"model {name!r} changed while this request was read: version "
                     f"{current.version} has other features or classes than version "
@@ -243,37 +327,39 @@ class ModelRepository:
             updated, report = estimator.online_step(
                 X_checked, y_index, learning_rate=learning_rate, passes=passes
             )
+            online = OnlineStats(
+                report.n,
+                learning_rate,
+                passes,
+                report.loss_before,
+                report.accuracy_before,
+                report.loss_after,
+            )
             update_arrays = {"X": X_checked, "y": y_index.astype(np.int64)}
-            chain_length = int(current.meta.get("chain_length", 0)) + 1
-            chain_bytes = int(current.meta.get("chain_bytes", 0)) + arrays_nbytes(update_arrays)
-            online = {
-                "n": report.n,
-                "learning_rate": learning_rate,
-                "passes": passes,
-                "loss_before": report.loss_before,
-                "accuracy_before": report.accuracy_before,
-                "loss_after": report.loss_after,
-            }
             snapshot = snapshot_arrays(updated)
+            chain_length = current.meta.chain_length + 1
+            chain_bytes = current.meta.chain_bytes + arrays_nbytes(update_arrays)
             if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
-                meta = self._snapshot_meta(updated, current.version, source="online")
-                meta.update(online=online, training=current.meta.get("training", {}))
-                record = Record(meta, snapshot)
+                meta = replace(
+                    self._snapshot_meta(updated, current.version, source="online"),
+                    online=online,
+                    training=current.meta.training,
+                )
+                stored = self._write(name, meta, snapshot)
             else:
-                meta = {
-                    "kind": "update",
-                    "source": "online",
-                    "parent": current.version,
-                    "created_at": _now(),
-                    "chain_length": chain_length,
-                    "chain_bytes": chain_bytes,
-                    "step": updated.state_.step,
-                    "digest": state_digest(updated.state_),
-                    "online": online,
-                }
-                record = Record(meta, update_arrays)
-            stored = self.store.write(name, record)
-            loaded = LoadedModel(name, stored.version, updated, stored.meta)
+                meta = VersionMeta(
+                    kind="update",
+                    source="online",
+                    parent=current.version,
+                    created_at=_now(),
+                    step=updated.state_.step,
+                    chain_length=chain_length,
+                    chain_bytes=chain_bytes,
+                    digest=state_digest(updated.state_),
+                    online=online,
+                )
+                stored = self._write(name, meta, update_arrays)
+            loaded = LoadedModel(name, stored.version, updated, stored)
             if on_commit is not None:
                 on_commit(loaded)
             self._prune_after_commit(name)
@@ -300,6 +386,17 @@ class ModelRepository:
             self.store.set_kept(name, version, kept)
 
     # ------------------------------------------------------------------ reading
+    def models(self) -> list[str]:
+        """Names of the stored models, sorted."""
+        return self.store.models()
+
+    def head(self, name: str) -> Head:
+        return self.store.head(name)
+
+    def meta(self, name: str, version: int) -> VersionMeta:
+        """One version's metadata, without its arrays."""
+        return VersionMeta.from_json(self.store.read_meta(name, version))
+
     def load(
         self, name: str, version: int | None = None, *, base: LoadedModel | None = None
     ) -> LoadedModel:
@@ -319,10 +416,13 @@ class ModelRepository:
             if base is not None and base.name == name and base.version == cursor:
                 start = base
                 break
-            parent = _update_parent(self.store.read_meta(name, cursor))
+            parent = _update_parent(self.meta(name, cursor))
             if parent is None:
                 record = self.store.read(name, cursor)
-                start = LoadedModel(name, cursor, estimator_from_snapshot(record), record.meta)
+                meta = VersionMeta.from_json(record.meta)
+                start = LoadedModel(
+                    name, cursor, estimator_from_snapshot(record.arrays, meta), meta
+                )
                 break
             pending.append(cursor)
             cursor = parent
@@ -330,45 +430,94 @@ class ModelRepository:
             start = self._replay(start, self.store.read(name, number))
         return start
 
-    def snapshot_meta(self, name: str, version: int) -> dict[str, Any]:
+    def snapshot_meta(self, name: str, version: int) -> VersionMeta:
         """The metadata of the snapshot ``version`` descends from (itself if a snapshot):
         where its classes, features and training settings are recorded."""
-        meta = self.store.read_meta(name, version)
+        meta = self.meta(name, version)
         while (parent := _update_parent(meta)) is not None:
-            meta = self.store.read_meta(name, parent)
+            meta = self.meta(name, parent)
         return meta
 
-    def _replay(self, parent: LoadedModel, record: Record) -> LoadedModel:
-        meta = record.meta
-        try:
-            online = meta["online"]
-            X, y = record.arrays["X"], record.arrays["y"].astype(np.intp)
-        except KeyError as exc:
-            raise CorruptArtifactError(
-                f"version {meta['version']}: update is incomplete (missing {exc})"
-            ) from None
-        updated, _ = parent.estimator.online_step(
-            X, y, learning_rate=online["learning_rate"], passes=int(online["passes"])
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every stored version, newest first."""
+        return self.page(name, limit=None).versions
+
+    def page(self, name: str, limit: int | None, before: int | None = None) -> VersionPage:
+        """Up to ``limit`` versions older than ``before`` (all when None), newest first."""
+        head = self.store.head(name)
+        kept = self.store.kept(name)
+        numbers = [v for v in reversed(self.store.versions(name)) if before is None or v < before]
+        infos: list[VersionInfo] = []
+        for number in numbers:
+            if len(infos) == limit:
+                break
+            try:
+                meta = self.meta(name, number)
+            except VersionNotFoundError:  # removed by retention meanwhile
+                continue
+            infos.append(VersionInfo(meta, active=number == head.active, kept=number in kept))
+        more = bool(infos) and numbers[-1] < infos[-1].meta.version
+        return VersionPage(name, head.active, infos, infos[-1].meta.version if more else None)
+
+    def detail(self, name: str, version: int) -> VersionDetail:
+        """Everything known about one version without materializing its weights."""
+        head = self.store.head(name)
+        meta = self.meta(name, version)
+        info = VersionInfo(
+            meta, active=version == head.active, kept=version in self.store.kept(name)
         )
-        if state_digest(updated.state_) != meta["digest"]:
+        return VersionDetail(info, self.snapshot_meta(name, version))
+
+    def online_window(self, name: str, rows: int) -> PrequentialFigures | None:
+        """Prequential accuracy and log-loss of ``name``'s online stream over its newest
+        ``rows`` rows, in version order, read from the store: the same figures in every
+        process, whichever applied the updates. Only versions not seen by an earlier call
+        are read, and no more of them than the window needs."""
+        with self._streams_lock:
+            cursor = self._streams.setdefault((name, rows), _StreamCursor(PrequentialWindow(rows)))
+            fresh = [v for v in self.store.versions(name) if v > cursor.seen]
+            recent: list[OnlineStats] = []
+            covered = 0
+            for number in reversed(fresh):
+                if covered >= rows:
+                    break
+                try:
+                    online = self.meta(name, number).online
+                except ModelError:  # removed by retention meanwhile, or unreadable: skip it
+                    continue
+                if online is not None:
+                    recent.append(online)
+                    covered += online.n
+            if covered >= rows:  # the new updates alone fill the window
+                cursor.window = PrequentialWindow(rows)
+            for online in reversed(recent):
+                cursor.window.add(online)
+            if fresh:
+                cursor.seen = fresh[-1]
+            return cursor.window.figures()
+
+    def _replay(self, parent: LoadedModel, record: Record) -> LoadedModel:
+        meta = VersionMeta.from_json(record.meta)
+        online = meta.online
+        if online is None or "X" not in record.arrays or "y" not in record.arrays:
+            raise CorruptArtifactError(f"version {meta.version}: update is incomplete")
+        X, y = record.arrays["X"], record.arrays["y"].astype(np.intp)
+        updated, _ = parent.estimator.online_step(
+            X, y, learning_rate=online.learning_rate, passes=online.passes
+        )
+        if state_digest(updated.state_) != meta.digest:
             raise CorruptArtifactError(
-                f"version {meta['version']}: replaying the update on version {parent.version} "
+                f"version {meta.version}: replaying the update on version {parent.version} "
                 "does not reproduce the recorded weights (different numeric library or "
                 "hardware than the writer's?)"
             )
-        return LoadedModel(parent.name, record.version, updated, meta)
-
-    def versions(self, name: str) -> list[dict[str, Any]]:
-        """Every stored version's summary, newest first."""
-        head = self.store.head(name)
-        kept = self.store.kept(name)
-        summaries = []
-        for number in reversed(self.store.versions(name)):
-            meta = self.store.read_meta(name, number)
-            summaries.append(describe(meta, active=number == head.active, kept=number in kept))
-        return summaries
+        return LoadedModel(parent.name, meta.version, updated, meta)
 
     # ------------------------------------------------------------------ internals
+    def _write(self, name: str, meta: VersionMeta, arrays: dict[str, Any]) -> VersionMeta:
+        stored = self.store.write(name, Record(meta.to_json(), arrays))
+        return VersionMeta.from_json(stored.meta)
+
     def _active_or_none(self, name: str) -> int | None:
         try:
             active = self.store.head(name).active
@@ -378,21 +527,19 @@ class ModelRepository:
 
     @staticmethod
     def _snapshot_meta(
-        estimator: SoftmaxRegression, parent: int | None, *, source: str
-    ) -> dict[str, Any]:
-        return {
-            "kind": "snapshot",
-            "source": source,
-            "parent": parent,
-            "created_at": _now(),
-            "chain_length": 0,
-            "chain_bytes": 0,
-            "step": estimator.state_.step,
-            "params": estimator.get_params(),
-            "n_features": estimator.n_features_in_,
-            "classes": [c.item() for c in estimator.classes_],
-            "feature_names": list(estimator.feature_names_) if estimator.feature_names_ else None,
-        }
+        estimator: SoftmaxRegression, parent: int | None, *, source: Source
+    ) -> VersionMeta:
+        return VersionMeta(
+            kind="snapshot",
+            source=source,
+            parent=parent,
+            created_at=_now(),
+            step=estimator.state_.step,
+            params=estimator.get_params(),
+            n_features=estimator.n_features_in_,
+            classes=[c.item() for c in estimator.classes_],
+            feature_names=list(estimator.feature_names_) if estimator.feature_names_ else None,
+        )
 
     def _prune_after_commit(self, name: str) -> None:
         """Retention after a committed write: its failure must not turn the write into an
@@ -416,27 +563,10 @@ class ModelRepository:
             cursor: int | None = number
             while cursor is not None and cursor not in needed:
                 needed.add(cursor)
-                cursor = _update_parent(self.store.read_meta(name, cursor))
+                cursor = _update_parent(self.meta(name, cursor))
         removed = [v for v in versions if v not in needed]
         # Newest first: a parent always has a lower number than its children, so a crash part
         # way through leaves only versions whose whole chain is still on disk.
         for number in reversed(removed):
             self.store.remove(name, number)
         return removed
-
-
-def describe(meta: dict[str, Any], *, active: bool, kept: bool) -> dict[str, Any]:
-    """The public summary of one version (what ``GET /models`` lists)."""
-    metrics = meta.get("metrics") or {}
-    if meta.get("source") == "online":
-        metrics = meta.get("online", {})
-    return {
-        "version": int(meta["version"]),
-        "created_at": meta["created_at"],
-        "parent": meta.get("parent"),
-        "source": meta.get("source", "offline"),
-        "kind": meta["kind"],
-        "active": active,
-        "kept": kept,
-        "metrics": metrics,
-    }

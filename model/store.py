@@ -161,6 +161,9 @@ class LocalArtifactStore:
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
 
+    def __str__(self) -> str:
+        return f"the store {self.root}"
+
     # ------------------------------------------------------------------ paths
     def _dir(self, model: str) -> Path:
         return self.root / check_model_name(model)

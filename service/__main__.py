@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import uvicorn
 from pydantic import ValidationError
 
-from .config import ENV_PREFIX, Settings
+from .config import ENV_PREFIX, Settings, startup_problem
 
 __all__ = ["build_parser", "main"]
 
@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+    problem = startup_problem(settings)
+    if problem is not None:
+        print(f"error: invalid setting {problem}", file=sys.stderr)
+        return 2
+    # Nothing here may import prometheus_client before this variable is set: its value
+    # class is chosen once, at import (service.app is imported by uvicorn, after it).
     # Workers are separate processes: they rebuild Settings from these variables, and write
     # their Prometheus samples into one directory that /metrics aggregates.
     metrics_dir = tempfile.mkdtemp(prefix="softmax-serve-metrics-")

@@ -7,16 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Match, Route
-from starlette.types import Scope
 
-from model import ModelRepository
 from model.errors import ModelError
-from model.store import LocalArtifactStore
 
 from .body import BodyLimitMiddleware
-from .config import Settings
+from .config import Settings, build_repository
+from .contract import Limits
 from .deps import AppState
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
@@ -31,19 +29,9 @@ DESCRIPTION = """
 Serves a softmax-regression model from a versioned artifact store and keeps it learning from
 labelled minibatches (`POST /train`). Every acknowledged update is durable, concurrent updates
 are serialized across worker processes, and bad input gets a 4xx that changes nothing.
-Errors always have the body `{"error": {"type", "message", "field", "row"}}`.
+Every error answer has the body `{"error": {"type", "message"}}`, with `"field"` and `"row"`
+when the error is about one field or row of the request.
 """
-
-
-class _LabelledRoute(Route):
-    """A Starlette route that, like FastAPI's, names itself in the scope (the metrics label
-    requests by route template)."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match != Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
 
 
 def _configure_logging(level: str) -> None:
@@ -60,10 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Nothing is loaded until the lifespan starts."""
     settings = settings or Settings()
     _configure_logging(settings.log_level)
-    store = LocalArtifactStore(settings.store, lock_timeout=settings.lock_timeout)
-    repository = ModelRepository(
-        store, keep_last=settings.keep_last, snapshot_every=settings.snapshot_every
-    )
+    repository = build_repository(settings)
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
     runtime.on_swap(lambda loaded: app_metrics.active_version.set(loaded.version))
@@ -81,7 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ModelError as exc:
             log.error("could not load the active model: %s (retrying)", exc.message)
         if runtime.current is None:
-            log.warning("no model loaded from %s yet: not ready until one appears", store.root)
+            log.warning(
+                "%s holds no model %s yet: not ready until one is trained into it",
+                repository,
+                repr(settings.model) if settings.model else "",
+            )
         runtime.start_polling(settings.reload_interval)
         try:
             yield
@@ -89,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.stop_polling()
             app_metrics.process_exit()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs and /redoc served from assets shipped in that package
+    # (Swagger UI, ReDoc), so the docs work where the service has no internet access.
+    app = FastAPIOffline(
         title="softmax-serve",
         version="0.1.0",
         description=DESCRIPTION,
@@ -100,19 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.softmax = AppState(settings, runtime, app_metrics)
     install_error_handlers(app)
-    # The hot route is served by a plain Starlette route, first in line: FastAPI's handler
-    # would resolve (empty) dependencies and parse the query string on every request, about a
-    # fifth of a 1-row prediction (bench/bench_serving.py). The endpoint reads the Request and
-    # returns a Response itself; the FastAPI route behind it documents it in OpenAPI.
-    predict_router = predict.build_router(settings.max_rows)
-    endpoint = predict_router.routes[0].endpoint  # type: ignore[attr-defined]  # an APIRoute
-    app.router.routes.insert(
-        0, _LabelledRoute("/predict", endpoint, methods=["POST"], include_in_schema=False)
-    )
-    app.include_router(predict_router)
-    app.include_router(
-        train.build_router(settings.max_rows, settings.max_learning_rate, settings.max_passes)
-    )
+    limits = Limits(settings.max_rows, settings.max_learning_rate, settings.max_passes)
+    predict.install(app, limits)  # first in line: the hot path
+    app.include_router(train.build_router(limits))
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

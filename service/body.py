@@ -1,14 +1,17 @@
 """Request bodies: the size limit (before parsing) and fast, strict JSON to NumPy conversion.
 
 ``/predict`` is the hot path, so bodies are parsed with orjson and the rows go straight into a
-NumPy array; the pydantic models in :mod:`service.schemas` document the same contract for
-OpenAPI. Strictness is kept: a boolean, string or null is never taken for a number.
+NumPy array; :mod:`service.contract` declares the fields around them. Strictness is kept: a
+boolean, string or null is never taken for a number.
+
+A body is read as UTF-8 JSON whatever its ``Content-Type`` says (``curl -d`` sends
+``application/x-www-form-urlencoded``; scripts that send ``text/plain`` keep working); a
+compressed body (``Content-Encoding`` other than ``identity``) is refused with 415.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,18 +21,26 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import LoadedModel
-from model.errors import EmptyInputError, FeatureCountError, NonFiniteError, UnknownFeatureError
+from model.errors import (
+    EmptyInputError,
+    FeatureCountError,
+    NonFiniteError,
+    NotANumberError,
+    UnknownFeatureError,
+)
 from model.validation import check_matrix, describe_value
 
-from .errors import ApiError, error_response
+from .errors import (
+    BodyEncodingError,
+    BodyTooLargeError,
+    InvalidJsonError,
+    InvalidRequestError,
+    TooManyRowsError,
+    UnsupportedMediaTypeError,
+    error_response,
+)
 
-__all__ = [
-    "BodyLimitMiddleware",
-    "optional_int",
-    "optional_number",
-    "parse_instances",
-    "read_json_object",
-]
+__all__ = ["BodyLimitMiddleware", "may_hold_booleans", "parse_instances", "read_json_object"]
 
 
 class _TooLarge(Exception):
@@ -46,9 +57,9 @@ class BodyLimitMiddleware:
 
     def _reject(self) -> Any:
         return error_response(
-            413,
-            "body_too_large",
-            f"request body exceeds the limit of {self.limit} bytes (max_body_bytes)",
+            BodyTooLargeError(
+                f"request body exceeds the limit of {self.limit} bytes (max_body_bytes)"
+            )
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,6 +106,11 @@ class BodyLimitMiddleware:
 
 async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object, and its raw bytes."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed"
+        )
     body = await request.body()
     try:
         data = orjson.loads(body)
@@ -104,11 +120,16 @@ async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
                 f"request body: expected finite numbers, got one beyond the float64 range "
                 f"at line {exc.lineno}, column {exc.colno}"
             ) from None
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise BodyEncodingError(
+                f"request body: expected UTF-8 encoded JSON, got a byte that is not UTF-8 at "
+                f"offset {bad.start} (a UTF-16 or compressed body?)"
+            ) from None
+        raise InvalidJsonError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(
-            422, "invalid_request", f"request body: expected a JSON object, got {_json_kind(data)}"
-        )
+        raise InvalidRequestError(f"request body: expected a JSON object, got {_json_kind(data)}")
     if body.count(b":") != _key_count(data):
         _refuse_duplicate_keys(body)
     return data, body
@@ -132,9 +153,7 @@ def _refuse_duplicate_keys(body: bytes) -> None:
         seen: set[str] = set()
         for key, _ in items:
             if key in seen:
-                raise ApiError(
-                    422, "invalid_request", f"request body: duplicate key {key!r}", field=key
-                )
+                raise InvalidRequestError(f"request body: duplicate key {key!r}", field=key)
             seen.add(key)
         return dict(items)
 
@@ -158,20 +177,6 @@ def may_hold_booleans(raw: bytes) -> bool:
     return (b"u" in raw or b"f" in raw) and (b"true" in raw or b"false" in raw)
 
 
-def check_fields(data: dict[str, Any], allowed: Sequence[str], required: Sequence[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"unknown field {key!r}; expected {', '.join(allowed)}",
-                field=key,
-            )
-    for key in required:
-        if key not in data:
-            raise ApiError(422, "invalid_request", f"missing field {key!r}", field=key)
-
-
 def parse_instances(
     value: Any, model: LoadedModel, max_rows: int, *, may_hold_booleans: bool = True
 ) -> NDArray[np.float64]:
@@ -181,20 +186,15 @@ def parse_instances(
     ``may_hold_booleans=False`` (the raw body contains no ``true``/``false``) allows the fast
     conversion; anything odd falls back to the precise per-cell checks.
     """
-    n_features = model.estimator.n_features_in_
+    n_features = model.n_features
     if not isinstance(value, list):
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"instances: expected a list of rows, got {describe_value(value)}",
-            field="instances",
+        raise InvalidRequestError(
+            f"instances: expected a list of rows, got {describe_value(value)}", field="instances"
         )
     if not value:
         raise EmptyInputError("instances: expected at least one row, got none", field="instances")
     if len(value) > max_rows:
-        raise ApiError(
-            422,
-            "too_many_rows",
+        raise TooManyRowsError(
             f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
             field="instances",
         )
@@ -207,9 +207,16 @@ def parse_instances(
                 arr = np.array(value)
             except ValueError:  # ragged
                 arr = None
-            if arr is not None and arr.dtype.kind in "fi":
+            if arr is not None and arr.dtype.kind in "fi" and arr.ndim == 2:
                 return check_matrix(arr, n_features)
         for row, item in enumerate(value):
+            if isinstance(item, dict):  # say what it is, not what it holds
+                raise NotANumberError(
+                    f"instances: expected each row to be a list of numbers like row 0, got an "
+                    f"object at row {row}",
+                    field="instances",
+                    row=row,
+                )
             if isinstance(item, list) and len(item) != n_features:
                 raise FeatureCountError(
                     f"instances: expected {n_features} features, got {len(item)} (row {row})",
@@ -220,7 +227,7 @@ def parse_instances(
 
 
 def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:
-    names = model.estimator.feature_names_
+    names = model.feature_names
     if names is None:
         raise UnknownFeatureError(
             "instances: this model has no feature names; send rows as lists of numbers",
@@ -231,9 +238,7 @@ def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:
     out: list[list[Any]] = []
     for row, item in enumerate(rows):
         if not isinstance(item, dict):
-            raise ApiError(
-                422,
-                "invalid_request",
+            raise InvalidRequestError(
                 f"instances: expected every row to be an object like row 0, "
                 f"got {describe_value(item)} at row {row}",
                 field="instances",
@@ -257,37 +262,3 @@ def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:
             )
         out.append([item[name] for name in names])
     return out
-
-
-def optional_number(
-    data: dict[str, Any], key: str, low: float, high: float, *, low_inclusive: bool = False
-) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    in_range = ok_type and (value >= low if low_inclusive else value > low) and value <= high
-    if not in_range:
-        bracket = "[" if low_inclusive else "("
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"{key}: expected a number in {bracket}{low:g}, {high:g}], got {describe_value(value)}",
-            field=key,
-        )
-    return float(value)
-
-
-def optional_int(data: dict[str, Any], key: str, low: int, high: int | None) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if type(value) is not int or value < low or (high is not None and value > high):
-        upper = f"..{high}" if high is not None else " or more"
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"{key}: expected an integer {low}{upper}, got {describe_value(value)}",
-            field=key,
-        )
-    return value

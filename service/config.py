@@ -8,7 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "Settings"]
+from model import ModelRepository
+from model.store import LocalArtifactStore
+
+__all__ = ["ENV_PREFIX", "Settings", "build_repository", "startup_problem"]
 
 ENV_PREFIX = "SOFTMAX_"
 
@@ -71,3 +74,35 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def build_repository(settings: Settings) -> ModelRepository:
+    """The versioned model store the settings name (the local directory: the default)."""
+    store = LocalArtifactStore(settings.store, lock_timeout=settings.lock_timeout)
+    return ModelRepository(
+        store, keep_last=settings.keep_last, snapshot_every=settings.snapshot_every
+    )
+
+
+def startup_problem(settings: Settings) -> str | None:
+    """A settings mistake that must stop start-up, in one line naming the flag, or None.
+
+    A store that exists but holds no model yet is no mistake: the service starts unready.
+    """
+    if not settings.store.is_dir():
+        return (
+            f"--store {settings.store} (SOFTMAX_STORE): no such directory; create it, or "
+            f"train a model into it with python -m model.train DATA --store {settings.store}"
+        )
+    names = build_repository(settings).models()
+    if settings.model is not None and names and settings.model not in names:
+        return (
+            f"--model {settings.model} (SOFTMAX_MODEL): no such model in {settings.store} "
+            f"(models: {', '.join(names)})"
+        )
+    if settings.model is None and len(names) > 1:
+        return (
+            f"--model (SOFTMAX_MODEL): the store {settings.store} holds several models "
+            f"({', '.join(names)}); choose one"
+        )
+    return None

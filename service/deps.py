@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .config import Settings
-from .errors import ApiError
+from .errors import ForbiddenError, UnauthorizedError
 from .metrics import Metrics
 from .runtime import Runtime
 
@@ -52,16 +52,14 @@ async def require_api_key(state: State, credentials: Credentials) -> None:
         return
     supplied = credentials.credentials.strip() if credentials is not None else ""
     if not supplied:
-        raise ApiError(
-            401,
-            "unauthorized",
+        raise UnauthorizedError(
             "this route requires an 'Authorization: Bearer <key>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
     # Compare digests: equal lengths, so not even the key's length leaks through timing.
     supplied_digest = hashlib.sha256(supplied.encode()).digest()
     if not hmac.compare_digest(supplied_digest, hashlib.sha256(expected.encode()).digest()):
-        raise ApiError(403, "forbidden", "the bearer key is not valid")
+        raise ForbiddenError("the bearer key is not valid")
 
 
 Authorized = Depends(require_api_key)

@@ -1,8 +1,39 @@
 """Every error answer, in one place and one shape.
 
-Body: ``{"error": {"type": "...", "message": "...", "field": "...", "row": 17}}``.
-``model/`` raises its own exception classes; :data:`STATUS` maps each to an HTTP status.
-The framework's own errors (404, 405 with ``Allow``, validation) get the same body.
+Body: ``{"error": {"type": "...", "message": "...", "field": "...", "row": 17}}``; ``type`` is
+the error's ``code``, ``field`` and ``row`` are present when the error names them. The tree of
+everything that becomes an error answer (status, code)::
+
+    Exception
+    ├── model.errors.ModelError              raised by model/; status by class, see STATUS
+    │   ├── InvalidInputError (+ subclasses)   422  empty_input, feature_count, non_finite, ...
+    │   ├── DivergenceError                    422  diverged
+    │   ├── NotFittedError                     503  not_fitted
+    │   └── StoreError                         500  store_error
+    │       ├── VersionNotFoundError           404  version_not_found
+    │       ├── ModelChangedError              409  model_changed
+    │       ├── ModelNotFoundError             503  model_not_found
+    │       ├── StoreBusyError                 503  store_busy
+    │       └── CorruptArtifactError           500  corrupt_artifact
+    └── ApiError                             raised by service/; status and code on the class
+        ├── BadRequestError                    400  bad_request
+        │   ├── InvalidJsonError               400  invalid_json
+        │   └── BodyEncodingError              400  invalid_encoding
+        ├── UnauthorizedError                  401  unauthorized
+        ├── ForbiddenError                     403  forbidden
+        ├── RouteNotFoundError                 404  not_found
+        ├── MethodNotAllowedError              405  method_not_allowed
+        ├── ConflictError                      409  conflict
+        ├── BodyTooLargeError                  413  body_too_large
+        ├── UnsupportedMediaTypeError          415  unsupported_media_type
+        ├── InvalidRequestError                422  invalid_request
+        │   └── TooManyRowsError               422  too_many_rows
+        ├── NoModelError                       503  no_model
+        └── InternalError                      500  internal_error
+
+The framework's own errors (an unknown route, a wrong method, path and query validation) are
+turned into the ApiError of their status, so they get the same body; anything unexpected is a
+logged ``internal_error``. :func:`install_error_handlers` registers the one handler.
 """
 
 from __future__ import annotations
@@ -16,59 +47,42 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from model.errors import (
-    CorruptArtifactError,
-    DivergenceError,
-    InvalidInputError,
-    ModelChangedError,
-    ModelError,
-    ModelNotFoundError,
-    NotFittedError,
-    StoreBusyError,
-    StoreError,
-    VersionNotFoundError,
-)
+from model import errors as model_errors
+from model.errors import ModelError
 
-from .runtime import NoModelError
-
-__all__ = ["STATUS", "ApiError", "error_response", "install_error_handlers"]
+__all__ = [
+    "STATUS",
+    "ApiError",
+    "BadRequestError",
+    "BodyEncodingError",
+    "BodyTooLargeError",
+    "ConflictError",
+    "ForbiddenError",
+    "InternalError",
+    "InvalidJsonError",
+    "InvalidRequestError",
+    "MethodNotAllowedError",
+    "NoModelError",
+    "RouteNotFoundError",
+    "TooManyRowsError",
+    "UnauthorizedError",
+    "UnsupportedMediaTypeError",
+    "error_response",
+    "install_error_handlers",
+    "status_of",
+]
 
 log = logging.getLogger("service.errors")
 
-# Most specific first: the first class an error is an instance of decides.
-STATUS: list[tuple[type[ModelError], int]] = [
-    (InvalidInputError, 422),
-    (DivergenceError, 422),
-    (VersionNotFoundError, 404),
-    (ModelChangedError, 409),
-    (NoModelError, 503),
-    (ModelNotFoundError, 503),
-    (NotFittedError, 503),
-    (StoreBusyError, 503),
-    (CorruptArtifactError, 500),
-    (StoreError, 500),
-]
-
-_HTTP_TYPES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-}
-
 
 class ApiError(Exception):
-    """An error the service itself decides on (auth, body limits, malformed JSON)."""
+    """An error the service itself decides on. Subclasses set ``status`` and ``code``."""
+
+    status: int = 500
+    code: str = "internal_error"
 
     def __init__(
         self,
-        status: int,
-        type_: str,
         message: str,
         *,
         field: str | None = None,
@@ -76,24 +90,115 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.type, self.message = status, type_, message
-        self.field, self.row, self.headers = field, row, headers
+        self.message, self.field, self.row, self.headers = message, field, row, headers
 
 
-def error_response(
-    status: int,
-    type_: str,
-    message: str,
-    *,
-    field: str | None = None,
-    row: int | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body: dict[str, Any] = {"type": type_, "message": message}
-    if field is not None:
-        body["field"] = field
-    if row is not None:
-        body["row"] = row
+class BadRequestError(ApiError):
+    status, code = 400, "bad_request"
+
+
+class InvalidJsonError(BadRequestError):
+    code = "invalid_json"
+
+
+class BodyEncodingError(BadRequestError):
+    code = "invalid_encoding"
+
+
+class UnauthorizedError(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    status, code = 403, "forbidden"
+
+
+class RouteNotFoundError(ApiError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowedError(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class ConflictError(ApiError):
+    status, code = 409, "conflict"
+
+
+class BodyTooLargeError(ApiError):
+    status, code = 413, "body_too_large"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidRequestError(ApiError):
+    status, code = 422, "invalid_request"
+
+
+class TooManyRowsError(InvalidRequestError):
+    code = "too_many_rows"
+
+
+class NoModelError(ApiError):
+    """The service has no model to serve yet (an empty store)."""
+
+    status, code = 503, "no_model"
+
+
+class InternalError(ApiError):
+    status, code = 500, "internal_error"
+
+
+# model/ knows nothing of HTTP: its classes map here. Most specific first: the first class an
+# error is an instance of decides.
+STATUS: list[tuple[type[ModelError], int]] = [
+    (model_errors.InvalidInputError, 422),
+    (model_errors.DivergenceError, 422),
+    (model_errors.VersionNotFoundError, 404),
+    (model_errors.ModelChangedError, 409),
+    (model_errors.ModelNotFoundError, 503),
+    (model_errors.NotFittedError, 503),
+    (model_errors.StoreBusyError, 503),
+    (model_errors.CorruptArtifactError, 500),
+    (model_errors.StoreError, 500),
+]
+
+# The framework raises HTTPException with a bare status: each becomes the ApiError of its status.
+_BY_STATUS: dict[int, type[ApiError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequestError,
+        UnauthorizedError,
+        ForbiddenError,
+        RouteNotFoundError,
+        MethodNotAllowedError,
+        ConflictError,
+        BodyTooLargeError,
+        UnsupportedMediaTypeError,
+        InvalidRequestError,
+    )
+}
+
+
+def status_of(exc: ModelError | ApiError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
+
+
+def error_response(exc: ModelError | ApiError) -> Response:
+    """The one error answer: the body above, ``Retry-After`` on 503s, the error's headers."""
+    body: dict[str, Any] = {"type": exc.code, "message": exc.message}
+    if exc.field is not None:
+        body["field"] = exc.field
+    if exc.row is not None:
+        body["row"] = exc.row
+    status = status_of(exc)
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    if status == 503:
+        headers = {"Retry-After": "1", **(headers or {})}
     return Response(
         orjson.dumps({"error": body}),
         status_code=status,
@@ -102,54 +207,46 @@ def error_response(
     )
 
 
-def status_of(exc: ModelError) -> int:
-    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
+def _from_http_exception(request: Request, exc: StarletteHTTPException) -> ApiError:
+    headers = dict(exc.headers) if exc.headers else None
+    cls = _BY_STATUS.get(exc.status_code, ApiError)
+    if cls is RouteNotFoundError:
+        message = f"no route {request.method} {request.url.path}"
+    elif cls is MethodNotAllowedError:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    error = cls(message, headers=headers)
+    if cls is ApiError:  # a status the service never raises itself: keep it as it came
+        error.status, error.code = exc.status_code, "http_error"
+    return error
 
 
-def _field_from_location(loc: tuple[Any, ...]) -> tuple[str | None, int | None]:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+def _from_validation_error(exc: RequestValidationError) -> InvalidRequestError:
+    """Path and query parameters (bodies are parsed by service.contract)."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    parts = [p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     field = ".".join(str(p) for p in parts if isinstance(p, str)) or None
     row = next((p for p in parts if isinstance(p, int)), None)
-    return field, row
+    where = f"{field}: " if field else ""
+    return InvalidRequestError(f"{where}{first['msg']}", field=field, row=row)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ModelError)
-    async def model_error(request: Request, exc: ModelError) -> Response:
-        status = status_of(exc)
-        if status >= 500:
+    async def known(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StarletteHTTPException):
+            exc = _from_http_exception(request, exc)
+        elif isinstance(exc, RequestValidationError):
+            exc = _from_validation_error(exc)
+        assert isinstance(exc, ModelError | ApiError)  # the classes registered below
+        if status_of(exc) >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return error_response(
-            status, exc.code, exc.message, field=exc.field, row=exc.row, headers=headers
-        )
+        return error_response(exc)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(
-            exc.status, exc.type, exc.message, field=exc.field, row=exc.row, headers=exc.headers
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
-        message = str(exc.detail)
-        if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"method {request.method} is not allowed on {request.url.path}"
-        headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, type_, message, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field, row = _field_from_location(tuple(first.get("loc", ())))
-        where = f"{field}: " if field else ""
-        message = f"{where}{first['msg']}"
-        return error_response(422, "invalid_request", message, field=field, row=row)
-
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error (see the logs)")
+        return error_response(InternalError("internal server error (see the logs)"))
+
+    for cls in (ModelError, ApiError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(cls, known)
+    app.add_exception_handler(Exception, unexpected)

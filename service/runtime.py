@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,69 +22,36 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model import LoadedModel, ModelRepository, StepReport, UpdateResult
+from model import LoadedModel, ModelRepository, UpdateResult
 from model.errors import (
     InvalidParameterError,
     ModelChangedError,
     ModelError,
     ModelNotFoundError,
     NonFiniteError,
-    VersionNotFoundError,
 )
-from model.repository import describe, layout_of
-from model.store import ArtifactStore, check_model_name
+from model.prequential import PrequentialFigures
+from model.repository import VersionDetail, VersionPage, check_model_name
 
-__all__ = ["NoModelError", "Prediction", "RollingMetrics", "Runtime"]
+from .errors import NoModelError
+
+__all__ = ["Runtime", "Scores"]
 
 log = logging.getLogger("service.runtime")
 
 
-class NoModelError(ModelError):
-    """The service has no model to serve yet (empty store)."""
-
-    code = "no_model"
-
-
 @dataclass(frozen=True)
-class Prediction:
+class Scores:
+    """What one model made of some rows: ``probabilities: (n, k)``, columns in the order of
+    ``model.classes``."""
+
     model: LoadedModel
     probabilities: NDArray[np.float64]
 
     def predictions(self) -> NDArray[Any]:
+        """The most probable class of each row."""
         labels: NDArray[Any] = self.model.estimator.classes_[self.probabilities.argmax(axis=1)]
         return labels
-
-
-class RollingMetrics:
-    """Prequential accuracy and log-loss over the most recent ``window`` online rows."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._lock = threading.Lock()
-        self._batches: deque[tuple[int, float, float]] = deque()
-        self._rows = 0
-        self._loss = 0.0
-        self._correct = 0.0
-
-    def add(self, report: StepReport) -> None:
-        with self._lock:
-            batch = (report.n, report.loss_before * report.n, report.accuracy_before * report.n)
-            self._batches.append(batch)
-            self._rows += batch[0]
-            self._loss += batch[1]
-            self._correct += batch[2]
-            while len(self._batches) > 1 and self._rows - self._batches[0][0] >= self.window:
-                n, loss, correct = self._batches.popleft()
-                self._rows -= n
-                self._loss -= loss
-                self._correct -= correct
-
-    def snapshot(self) -> tuple[int, float, float] | None:
-        """(rows, accuracy, log-loss) over the window, or None before the first update."""
-        with self._lock:
-            if not self._rows:
-                return None
-            return self._rows, self._correct / self._rows, self._loss / self._rows
 
 
 class Runtime:
@@ -99,7 +66,6 @@ class Runtime:
         pinned_cache_size: int = 4,
     ) -> None:
         self.repository = repository
-        self.store: ArtifactStore = repository.store
         self.requested_name = check_model_name(model_name) if model_name else None
         self.current: LoadedModel | None = None
         self.metrics_window = metrics_window
@@ -120,7 +86,7 @@ class Runtime:
         """
         if self.requested_name:
             return self.requested_name
-        names = self.store.models()
+        names = self.repository.models()
         if len(names) > 1:
             raise InvalidParameterError(
                 f"the store holds several models ({', '.join(names)}); choose one with --model",
@@ -135,10 +101,10 @@ class Runtime:
     def require(self) -> LoadedModel:
         model = self.current
         if model is None:
+            wanted = f"model {self.requested_name!r}" if self.requested_name else "model"
             raise NoModelError(
-                f"no model is loaded: the store {getattr(self.store, 'root', '')} holds no "
-                f"{'model ' + repr(self.requested_name) if self.requested_name else 'model'} "
-                "yet (train one with python -m model.train)"
+                f"no model is loaded: {self.repository} holds no {wanted} yet "
+                "(train one with python -m model.train)"
             )
         return model
 
@@ -150,7 +116,7 @@ class Runtime:
         if name is None:
             return False
         try:
-            head = self.store.head(name)
+            head = self.repository.head(name)
         except ModelNotFoundError:
             return False
         if head.newest == 0:
@@ -199,32 +165,14 @@ class Runtime:
         for listener in self._swap_listeners:
             listener(loaded)
 
-    def prequential(self) -> tuple[int, float, float] | None:
+    def prequential(self) -> PrequentialFigures | None:
         """(rows, accuracy, log-loss) of the online stream over the newest ``metrics_window``
-        rows, read from the store's versions: the same figures in every worker and replica,
-        whichever of them applied the updates."""
+        rows, read from the store: the same figures in every worker and replica, whichever
+        of them applied the updates; each call reads only what is new since the last."""
         model = self.current
         if model is None:
             return None
-        rolling = RollingMetrics(self.metrics_window)
-        recent: list[StepReport] = []
-        rows = 0
-        for number in reversed(self.store.versions(model.name)):
-            if rows >= self.metrics_window:
-                break
-            try:
-                online = self.store.read_meta(model.name, number).get("online")
-            except ModelError:  # removed by retention meanwhile, or unreadable: skip it
-                continue
-            if online:
-                report = StepReport(
-                    online["n"], online["loss_before"], online["accuracy_before"], 0.0
-                )
-                recent.append(report)
-                rows += report.n
-        for report in reversed(recent):
-            rolling.add(report)
-        return rolling.snapshot()
+        return self.repository.online_window(model.name, self.metrics_window)
 
     # ------------------------------------------------------------------ serving
     def model_for(self, version: int | None) -> LoadedModel:
@@ -253,7 +201,7 @@ class Runtime:
         )
 
     @staticmethod
-    def predict(model: LoadedModel, X: NDArray[np.float64]) -> Prediction:
+    def predict(model: LoadedModel, X: NDArray[np.float64]) -> Scores:
         """Probabilities ``(n, k)`` from ``model`` (the one ``X`` was validated against).
 
         Raises NonFiniteError for finite rows too large for the model (their standardized
@@ -270,9 +218,9 @@ class Runtime:
                 field="instances",
                 row=row,
             )
-        return Prediction(model, probabilities)
+        return Scores(model, probabilities)
 
-    def train(
+    def update(
         self,
         X: NDArray[np.float64],
         labels: Sequence[Any],
@@ -290,7 +238,7 @@ class Runtime:
         # from the version the previous one committed, instead of re-reading it from disk.
         with self._train_lock:
             current = self.require()
-            if parsed_with is not None and layout_of(parsed_with) != layout_of(current):
+            if parsed_with is not None and parsed_with.layout != current.layout:
                 raise ModelChangedError(
                     f"model {current.name!r} changed features or classes while this request "
                     f"was read (version {parsed_with.version} -> {current.version}); retry"
@@ -308,47 +256,13 @@ class Runtime:
                     on_commit=self._swap,
                 )
 
-    def list_versions(self, limit: int, before: int | None) -> dict[str, Any]:
-        """One page of version summaries, newest first (``before`` excludes newer ones)."""
-        name = self.require().name
-        head = self.store.head(name)
-        kept = self.store.kept(name)
-        numbers = [v for v in reversed(self.store.versions(name)) if before is None or v < before]
-        page: list[dict[str, Any]] = []
-        for number in numbers:
-            if len(page) == limit:
-                break
-            try:
-                meta = self.store.read_meta(name, number)
-            except VersionNotFoundError:  # removed by retention meanwhile
-                continue
-            page.append(describe(meta, active=number == head.active, kept=number in kept))
-        more = bool(page) and numbers[-1] < page[-1]["version"]
-        return {
-            "model": name,
-            "active": head.active,
-            "versions": page,
-            "next_before": page[-1]["version"] if more else None,
-        }
+    def page(self, limit: int, before: int | None) -> VersionPage:
+        """One page of the served model's versions, newest first."""
+        return self.repository.page(self.require().name, limit, before)
 
-    def version_detail(self, version: int) -> dict[str, Any]:
-        """Everything known about one version without materializing its weights."""
-        name = self.require().name
-        head = self.store.head(name)
-        meta = self.store.read_meta(name, version)
-        root = self.repository.snapshot_meta(name, version)
-        kept = version in self.store.kept(name)
-        detail = describe(meta, active=version == head.active, kept=kept)
-        detail.update(
-            model=name,
-            n_features=root["n_features"],
-            classes=root["classes"],
-            feature_names=root.get("feature_names"),
-            params=root.get("params", {}),
-            training=root.get("training") or {},
-            fingerprint=root.get("fingerprint"),
-        )
-        return detail
+    def detail(self, version: int) -> VersionDetail:
+        """One version of the served model, without materializing its weights."""
+        return self.repository.detail(self.require().name, version)
 
     def activate(self, version: int) -> LoadedModel:
         current = self.require()

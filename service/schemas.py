@@ -1,138 +1,39 @@
-"""The HTTP contract: request and response models, with worked examples for the docs.
+"""The response models, with worked examples for the docs.
 
-``/predict`` and ``/train`` parse their bodies with orjson (see :mod:`service.body`) for speed;
-these models describe exactly what that parser accepts, and :func:`request_body` puts them in
-the OpenAPI document. Row limits come from the settings, so the schema is built per app.
+Request bodies are declared in :mod:`service.contract`, which also documents them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, ConfigDict, Field
+
+from .contract import Label
 
 __all__ = [
     "ActivateResponse",
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
-    "MAX_VERSION",
     "ModelList",
     "PredictResponse",
     "TrainResponse",
     "VersionDetail",
     "VersionSummary",
     "error_responses",
-    "predict_request_model",
-    "request_body",
-    "train_request_model",
 ]
-
-# JSON Schema's "number" includes integers; StrictFloat takes ints too, never bools or strings.
-Number = StrictFloat
-Label = StrictInt | StrictStr
-Row = list[Number] | dict[str, Number]
-MAX_VERSION = 2**62  # version numbers a client may send (path or body)
-
-_ROW_DOC = (
-    "Rows to score: each a list of exactly n_features finite numbers in the model's feature "
-    "order, or an object keyed by the model's feature names (all of them). Booleans, strings "
-    "and nulls are refused. GET /models/{version} lists n_features and feature_names."
-)
-
-PREDICT_EXAMPLE = {
-    "instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5]],
-}
-PREDICT_OBJECT_EXAMPLE = {
-    "instances": [
-        {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    ],
-    "version": 1,
-}
-TRAIN_EXAMPLE = {
-    "instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5]],
-    "labels": ["setosa", "versicolor"],
-    "learning_rate": 0.01,
-    "passes": 1,
-}
-
-
-def predict_request_model(max_rows: int) -> type[BaseModel]:
-    return create_model(
-        "PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
-        instances=(
-            list[Row],
-            Field(..., min_length=1, max_length=max_rows, description=_ROW_DOC),
-        ),
-        version=(
-            StrictInt | None,
-            Field(
-                None,
-                ge=1,
-                le=MAX_VERSION,
-                description="score with this stored version instead of the active",
-            ),
-        ),
-    )
-
-
-def train_request_model(
-    max_rows: int, max_learning_rate: float, max_passes: int
-) -> type[BaseModel]:
-    return create_model(
-        "TrainRequest",
-        __config__=ConfigDict(extra="forbid"),
-        instances=(
-            list[Row],
-            Field(..., min_length=1, max_length=max_rows, description=_ROW_DOC),
-        ),
-        labels=(
-            list[Label],
-            Field(
-                ...,
-                min_length=1,
-                max_length=max_rows,
-                description="one label per instance, each one of the model's classes "
-                "(integers or strings, as the model was trained)",
-            ),
-        ),
-        learning_rate=(
-            # The bounds sit on the number itself: on the union they would not reach the schema.
-            Annotated[Number, Field(gt=0, le=max_learning_rate)] | None,
-            Field(None, description="step size for this update (default: the model's schedule)"),
-        ),
-        passes=(
-            StrictInt | None,
-            Field(None, ge=1, le=max_passes, description="SGD steps over this minibatch"),
-        ),
-    )
-
-
-def request_body(model: type[BaseModel], examples: dict[str, Any]) -> dict[str, Any]:
-    """An ``openapi_extra`` entry documenting ``model`` as the JSON request body."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": schema,
-                    "examples": {
-                        name: {"summary": name, "value": value} for name, value in examples.items()
-                    },
-                }
-            },
-        }
-    }
 
 
 class ErrorBody(BaseModel):
     type: str = Field(description="stable error code, e.g. feature_count, unknown_label")
     message: str = Field(description="what was expected and what came")
-    field: str | None = Field(None, description="the request field at fault")
-    row: int | None = Field(None, description="the row index at fault")
+    field: str | None = Field(
+        None, description="the request field at fault (absent when the error is not about one)"
+    )
+    row: int | None = Field(
+        None, description="the row index at fault (absent when the error is not about one)"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -153,12 +54,13 @@ class ErrorResponse(BaseModel):
 
 
 _ERROR_TEXT = {
-    400: "Body is not valid JSON",
+    400: "Body is not valid UTF-8 JSON",
     401: "Missing bearer credentials",
     403: "Wrong bearer credentials",
     404: "No such version",
     409: "The active model changed features or classes while the request was read; retry",
     413: "Body larger than max_body_bytes",
+    415: "A compressed body (Content-Encoding): send it uncompressed",
     422: "Invalid request: wrong shape, non-finite or non-numeric values, unknown labels, "
     "limits exceeded, or an update that would make a weight non-finite",
     500: "Server-side failure (e.g. a corrupt artifact in the store)",

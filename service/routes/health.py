@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..deps import State
-from ..errors import error_response
+from ..errors import NoModelError
 from ..schemas import HealthResponse, error_responses
 
 __all__ = ["router"]
@@ -26,7 +26,5 @@ async def ready(state: State) -> Any:
     """Ready only when a model is loaded."""
     model = state.runtime.current
     if model is None:
-        return error_response(
-            503, "no_model", "not ready: no model is loaded yet", headers={"Retry-After": "1"}
-        )
+        raise NoModelError("not ready: no model is loaded yet")
     return {"status": "ready", "model": model.name, "version": model.version}

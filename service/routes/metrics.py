@@ -21,7 +21,7 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(state: State) -> Response:
     """Prometheus text format, aggregated over all worker processes."""
-    window = await run_in_threadpool(state.runtime.prequential)
-    if window is not None:
-        state.metrics.set_prequential(*window)
+    figures = await run_in_threadpool(state.runtime.prequential)
+    if figures is not None:
+        state.metrics.set_prequential(*figures)
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

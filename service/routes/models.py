@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
+from model import VersionInfo
+
+from ..contract import MAX_VERSION
 from ..deps import Authorized, State
-from ..schemas import MAX_VERSION, ActivateResponse, ModelList, VersionDetail, error_responses
+from ..schemas import ActivateResponse, ModelList, VersionDetail, error_responses
 
 __all__ = ["router"]
 
@@ -26,7 +30,13 @@ async def list_versions(
     ] = None,
 ) -> dict[str, Any]:
     """The served model's versions, newest first, one page at a time."""
-    return await run_in_threadpool(state.runtime.list_versions, limit, before)
+    page = await run_in_threadpool(state.runtime.page, limit, before)
+    return {
+        "model": page.name,
+        "active": page.active,
+        "versions": [_summary(info) for info in page.versions],
+        "next_before": page.next_before,
+    }
 
 
 @router.get(
@@ -34,7 +44,18 @@ async def list_versions(
 )
 async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
     """One version's metadata: lineage, classes, features, training settings, metrics."""
-    return await run_in_threadpool(state.runtime.version_detail, version)
+    detail = await run_in_threadpool(state.runtime.detail, version)
+    snapshot = detail.snapshot
+    return {
+        **_summary(detail.info),
+        "model": detail.info.meta.model,
+        "n_features": snapshot.n_features,
+        "classes": snapshot.classes,
+        "feature_names": snapshot.feature_names,
+        "params": snapshot.params,
+        "training": snapshot.training,
+        "fingerprint": snapshot.fingerprint,
+    }
 
 
 @router.post(
@@ -47,3 +68,20 @@ async def activate(state: State, version: VersionPath) -> dict[str, Any]:
     """Make a stored version active (rollback or promotion); every process follows."""
     loaded = await run_in_threadpool(state.runtime.activate, version)
     return {"model": loaded.name, "active": loaded.version}
+
+
+def _summary(info: VersionInfo) -> dict[str, Any]:
+    """A version as ``GET /models`` lists it: an online version's metrics are its update's
+    prequential figures, an offline one's its test metrics."""
+    meta = info.meta
+    metrics = asdict(meta.online) if meta.online is not None else meta.metrics
+    return {
+        "version": meta.version,
+        "created_at": meta.created_at,
+        "parent": meta.parent,
+        "source": meta.source,
+        "kind": meta.kind,
+        "active": info.active,
+        "kept": info.kept,
+        "metrics": metrics,
+    }

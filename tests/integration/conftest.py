@@ -31,7 +31,9 @@ _FAILED = pytest.StashKey[bool]()
 @pytest.fixture
 def live_store(tmp_path: Path) -> Path:
     """An empty artifact-store directory."""
-    return tmp_path / "store"
+    path = tmp_path / "store"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture

@@ -92,3 +92,32 @@ def test_settings_validate_at_construction() -> None:
     assert "k" not in repr(settings.api_key)
     with pytest.raises(ValidationError):
         settings.port = 1  # frozen
+
+
+def test_store_mistakes_stop_start_up_in_one_line(tmp_path: Path) -> None:
+    from .helpers import save_model
+
+    store = tmp_path / "store"
+    store.mkdir()
+    save_model(store, "iris", epochs=2)
+    save_model(store, "digits", epochs=2)
+    cases = {
+        "no such store": (
+            ["--store", str(tmp_path / "nope")],
+            f"--store {tmp_path / 'nope'} (SOFTMAX_STORE): no such directory",
+        ),
+        "no such model": (
+            ["--store", str(store), "--model", "nope"],
+            f"--model nope (SOFTMAX_MODEL): no such model in {store} (models: digits, iris)",
+        ),
+        "several models, none chosen": (
+            ["--store", str(store), "--port", "0"],
+            f"--model (SOFTMAX_MODEL): the store {store} holds several models (digits, iris)",
+        ),
+    }
+    for name, (args, message) in cases.items():
+        result = run_service(*args)
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.startswith(f"error: invalid setting {message}"), name
+        assert len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
+        assert "Uvicorn running" not in result.stderr

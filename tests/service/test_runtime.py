@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from model import LoadedModel, LocalArtifactStore, ModelRepository, StepReport
 from model.errors import InvalidParameterError, NonFiniteError
+from model.prequential import PrequentialWindow
 from model.validation import check_labels
-from service.runtime import NoModelError, RollingMetrics, Runtime
+from service.errors import NoModelError
+from service.runtime import Runtime
 
 from .helpers import dataset, fitted, repository
 
@@ -38,7 +40,7 @@ def test_an_empty_store_has_nothing_to_serve(store: Path) -> None:
     with pytest.raises(NoModelError, match="no model is loaded"):
         runtime.require()
     with pytest.raises(NoModelError):
-        runtime.train(*minibatch(0))
+        runtime.update(*minibatch(0))
 
 
 def test_refresh_picks_up_versions_written_by_another_repository(iris_store: Path) -> None:
@@ -98,7 +100,7 @@ def test_refresh_never_replaces_a_local_update_made_meanwhile(iris_store: Path) 
     runtime = Runtime(interrupted, "iris")
     assert runtime.refresh() is True
     assert repository(iris_store).update("iris", *minibatch(1)).model.version == 2
-    interrupted.during_load = lambda: runtime.train(*minibatch(2))  # commits version 3
+    interrupted.during_load = lambda: runtime.update(*minibatch(2))  # commits version 3
     assert runtime.refresh() is False  # its version 2 is older than the local version 3
     assert runtime.require().version == 3
     assert runtime.refresh() is False
@@ -133,7 +135,7 @@ def test_concurrent_updates_are_serialized_and_equal_a_sequential_replay(
             start.wait()
             for i in range(per_thread):
                 seed = 1000 * worker + i
-                outcome = runtime.train(*minibatch(seed), learning_rate=0.05)
+                outcome = runtime.update(*minibatch(seed), learning_rate=0.05)
                 with record:
                     outcomes.append((outcome.model.version, outcome.previous_version, seed))
         except BaseException as exc:  # surfaced below
@@ -197,7 +199,7 @@ def test_readers_always_see_a_whole_stored_version(iris_store: Path) -> None:
         thread.start()
     try:
         for seed in range(15):
-            runtime.train(*minibatch(seed, size=4))
+            runtime.update(*minibatch(seed, size=4))
     finally:
         done.set()
         for thread in readers:
@@ -216,7 +218,7 @@ def test_pinned_versions_are_cached_and_bounded(iris_store: Path) -> None:
     runtime = runtime_on(iris_store, pinned_cache_size=2)
     runtime.refresh()
     for seed in range(4):
-        runtime.train(*minibatch(seed))
+        runtime.update(*minibatch(seed))
     assert runtime.require().version == 5
     assert runtime.model_for(None) is runtime.current
     assert runtime.model_for(5) is runtime.current
@@ -245,20 +247,20 @@ def report(n: int, loss: float, accuracy: float) -> StepReport:
 
 
 def test_rolling_window_arithmetic() -> None:
-    rolling = RollingMetrics(window=10)
-    assert rolling.snapshot() is None
+    rolling = PrequentialWindow(rows=10)
+    assert rolling.figures() is None
     rolling.add(report(4, 1.0, 0.5))
-    assert rolling.snapshot() == (4, 0.5, 1.0)
+    assert rolling.figures() == (4, 0.5, 1.0)
     rolling.add(report(4, 2.0, 0.25))
-    assert rolling.snapshot() == (8, 0.375, 1.5)
+    assert rolling.figures() == (8, 0.375, 1.5)
     rolling.add(report(4, 3.0, 1.0))  # 12 rows; without the oldest only 8 < 10: keep it
-    assert rolling.snapshot() == (12, 1.75 / 3, 2.0)
+    assert rolling.figures() == (12, 1.75 / 3, 2.0)
     rolling.add(report(4, 4.0, 0.0))  # 16 rows; the oldest can go (12 remain >= 10)
-    assert rolling.snapshot() == (12, 1.25 / 3, 3.0)
+    assert rolling.figures() == (12, 1.25 / 3, 3.0)
     rolling.add(report(20, 0.5, 1.0))  # one batch over the window replaces all older ones
-    assert rolling.snapshot() == (20, 1.0, 0.5)
+    assert rolling.figures() == (20, 1.0, 0.5)
     rolling.add(report(2, 1.5, 0.5))  # 2 rows alone are < 10: the big batch stays
-    assert rolling.snapshot() == pytest.approx((22, 21 / 22, 13 / 22))
+    assert rolling.figures() == pytest.approx((22, 21 / 22, 13 / 22))
 
 
 @settings(max_examples=60, deadline=None)
@@ -277,7 +279,7 @@ def test_rolling_window_arithmetic() -> None:
 def test_rolling_window_is_the_shortest_suffix_of_whole_batches_holding_the_window(
     window: int, batches: list[tuple[int, float, int]]
 ) -> None:
-    rolling = RollingMetrics(window)
+    rolling = PrequentialWindow(window)
     reports = []
     for n, loss, correct in batches:
         reports.append(report(n, loss, min(correct, n) / n))
@@ -288,7 +290,7 @@ def test_rolling_window_is_the_shortest_suffix_of_whole_batches_holding_the_wind
             if sum(k.n for k in kept) >= window:
                 break
         rows = sum(k.n for k in kept)
-        snapshot = rolling.snapshot()
+        snapshot = rolling.figures()
         assert snapshot is not None and snapshot[0] == rows
         accuracy = sum(k.accuracy_before * k.n for k in kept) / rows
         loss_mean = sum(k.loss_before * k.n for k in kept) / rows

@@ -1,0 +1,74 @@
+"""Old stores keep loading: a store written by softmax-serve 0.1.0 (tests/fixtures/README.md),
+and the typed metadata's JSON round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import LocalArtifactStore, ModelRepository, VersionMeta
+from model.errors import CorruptArtifactError
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-0.1.0"
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE / "iris", tmp_path / "iris")
+    return tmp_path
+
+
+def test_a_store_written_by_0_1_0_loads_to_the_same_numbers(old_store: Path) -> None:
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    repo = ModelRepository(LocalArtifactStore(old_store), keep_last=None)
+    rows = np.array(expected["rows"])
+    for version, probabilities in expected["probabilities"].items():
+        loaded = repo.load("iris", int(version))
+        assert loaded.meta.kind == expected["kinds"][version]
+        assert np.array_equal(loaded.estimator.predict_proba(rows), np.array(probabilities))
+    assert repo.load("iris").version == expected["active"]
+
+
+def test_the_old_metadata_reads_as_typed_fields_and_as_the_old_mapping(old_store: Path) -> None:
+    repo = ModelRepository(LocalArtifactStore(old_store), keep_last=None)
+    store = LocalArtifactStore(old_store)
+    for version in range(1, 6):
+        raw = store.read_meta("iris", version)
+        meta = repo.meta("iris", version)
+        assert meta.to_json() == raw  # the round trip writes exactly what 0.1.0 wrote
+        assert dict(meta) == raw and meta["created_at"] == raw["created_at"]
+    offline, update, online_snapshot = (repo.meta("iris", v) for v in (1, 2, 4))
+    assert (offline.kind, offline.source, offline.parent) == ("snapshot", "offline", None)
+    assert offline.training["epochs_run"] == 20 and offline.fingerprint == "sha256:x"
+    assert (update.kind, update.parent, update.online is not None) == ("update", 1, True)
+    assert online_snapshot.source == "online" and online_snapshot.online is not None
+
+
+def test_an_old_store_takes_new_versions(old_store: Path) -> None:
+    repo = ModelRepository(LocalArtifactStore(old_store), keep_last=None)
+    active = repo.load("iris")
+    X = np.array([[5.1, 3.5, 1.4, 0.2]])
+    result = repo.update("iris", X, ["setosa"])
+    assert (result.model.version, result.previous_version) == (6, active.version)
+    fresh = ModelRepository(LocalArtifactStore(old_store)).load("iris")
+    assert np.array_equal(fresh.estimator.predict_proba(X), result.model.estimator.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "delta"}, "kind 'delta'"),
+        ({"step": "7"}, "malformed"),
+        ({"online": {"n": 1}}, "incomplete or malformed"),
+    ],
+)
+def test_malformed_metadata_is_a_corrupt_artifact(
+    old_store: Path, change: dict[str, object], message: str
+) -> None:
+    raw = LocalArtifactStore(old_store).read_meta("iris", 2)
+    with pytest.raises(CorruptArtifactError, match=message):
+        VersionMeta.from_json({**raw, **change})
