@@ -178,15 +178,15 @@ def may_hold_booleans(raw: bytes) -> bool:
 
 
 def parse_instances(
-    value: Any, model: LoadedModel, max_rows: int, *, may_hold_booleans: bool = True
+    value: Any, loaded: LoadedModel, max_rows: int, *, may_hold_booleans: bool = True
 ) -> NDArray[np.float64]:
-    """JSON ``instances`` -> validated float64 ``(n, d)`` for ``model``.
+    """JSON ``instances`` -> validated float64 ``(n, d)`` for ``loaded``.
 
     Rows are lists of ``d`` numbers, or objects keyed by the model's feature names.
     ``may_hold_booleans=False`` (the raw body contains no ``true``/``false``) allows the fast
     conversion; anything odd falls back to the precise per-cell checks.
     """
-    n_features = model.n_features
+    n_features = loaded.n_features
     if not isinstance(value, list):
         raise InvalidRequestError(
             f"instances: expected a list of rows, got {describe_value(value)}", field="instances"
@@ -201,7 +201,7 @@ def parse_instances(
     # Huge finite values overflow check_matrix's quick sum; it then checks cell by cell.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(value[0], dict):
-            return check_matrix(_rows_from_objects(value, model), n_features)
+            return check_matrix(_rows_from_objects(value, loaded), n_features)
         if not may_hold_booleans:
             try:
                 arr = np.array(value)
@@ -226,8 +226,8 @@ def parse_instances(
         return check_matrix(value, n_features)
 
 
-def _rows_from_objects(rows: list[Any], model: LoadedModel) -> list[list[Any]]:
-    names = model.feature_names
+def _rows_from_objects(rows: list[Any], loaded: LoadedModel) -> list[list[Any]]:
+    names = loaded.feature_names
     if names is None:
         raise UnknownFeatureError(
             "instances: this model has no feature names; send rows as lists of numbers",

@@ -1,4 +1,4 @@
-"""The live model holder: an immutable snapshot swapped by reference, online updates, reload.
+"""The live model holder: an immutable version swapped by reference, online updates, reload.
 
 Readers (``/predict``) take ``runtime.current`` once and use that :class:`LoadedModel` for the
 whole request: updates never edit it, they build a new one and swap the reference, so a
@@ -43,14 +43,15 @@ log = logging.getLogger("service.runtime")
 @dataclass(frozen=True)
 class Scores:
     """What one model made of some rows: ``probabilities: (n, k)``, columns in the order of
-    ``model.classes``."""
+    ``loaded.classes``."""
 
-    model: LoadedModel
+    loaded: LoadedModel
     probabilities: NDArray[np.float64]
 
     def predictions(self) -> NDArray[Any]:
         """The most probable class of each row."""
-        labels: NDArray[Any] = self.model.estimator.classes_[self.probabilities.argmax(axis=1)]
+        classes = self.loaded.estimator.classes_
+        labels: NDArray[Any] = classes[self.probabilities.argmax(axis=1)]
         return labels
 
 
@@ -99,14 +100,15 @@ class Runtime:
         return self.current.name if self.current else self.requested_name
 
     def require(self) -> LoadedModel:
-        model = self.current
-        if model is None:
+        """The version being served; NoModelError (503) while there is none."""
+        loaded = self.current
+        if loaded is None:
             wanted = f"model {self.requested_name!r}" if self.requested_name else "model"
             raise NoModelError(
                 f"no model is loaded: {self.repository} holds no {wanted} yet "
                 "(train one with python -m model.train)"
             )
-        return model
+        return loaded
 
     # ------------------------------------------------------------------ reload
     def refresh(self) -> bool:
@@ -169,10 +171,10 @@ class Runtime:
         """(rows, accuracy, log-loss) of the online stream over the newest ``metrics_window``
         rows, read from the store: the same figures in every worker and replica, whichever
         of them applied the updates; each call reads only what is new since the last."""
-        model = self.current
-        if model is None:
+        loaded = self.current
+        if loaded is None:
             return None
-        return self.repository.online_window(model.name, self.metrics_window)
+        return self.repository.online_window(loaded.name, self.metrics_window)
 
     # ------------------------------------------------------------------ serving
     def model_for(self, version: int | None) -> LoadedModel:
@@ -201,14 +203,14 @@ class Runtime:
         )
 
     @staticmethod
-    def predict(model: LoadedModel, X: NDArray[np.float64]) -> Scores:
+    def predict(loaded: LoadedModel, X: NDArray[np.float64]) -> Scores:
         """Probabilities ``(n, k)`` from ``model`` (the one ``X`` was validated against).
 
         Raises NonFiniteError for finite rows too large for the model (their standardized
         values or scores overflow): an answer of NaN probabilities would be no answer.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            probabilities = model.estimator.predict_proba_checked(X)
+            probabilities = loaded.estimator.predict_proba_checked(X)
             finite = np.isfinite(probabilities).all(axis=1)
         if not finite.all():
             row = int(np.argmin(finite))
@@ -218,7 +220,7 @@ class Runtime:
                 field="instances",
                 row=row,
             )
-        return Scores(model, probabilities)
+        return Scores(loaded, probabilities)
 
     def update(
         self,

@@ -24,7 +24,7 @@ async def live() -> dict[str, Any]:
 @router.get("/ready", response_model=HealthResponse, responses=error_responses(503))
 async def ready(state: State) -> Any:
     """Ready only when a model is loaded."""
-    model = state.runtime.current
-    if model is None:
+    loaded = state.runtime.current
+    if loaded is None:
         raise NoModelError("not ready: no model is loaded yet")
-    return {"status": "ready", "model": model.name, "version": model.version}
+    return {"status": "ready", "model": loaded.name, "version": loaded.version}

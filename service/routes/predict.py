@@ -44,21 +44,21 @@ def install(app: FastAPI, limits: Limits) -> None:
         body = contract.parse(data)
         runtime = state.runtime
         if runtime.is_cached(body.version):
-            model = runtime.model_for(body.version)
+            loaded = runtime.model_for(body.version)
         else:
-            model = await run_in_threadpool(runtime.model_for, body.version)
+            loaded = await run_in_threadpool(runtime.model_for, body.version)
         X = parse_instances(
-            body.instances, model, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
+            body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
         )
-        if X.size * len(model.classes) > _INLINE_WORK:
-            scores = await run_in_threadpool(runtime.predict, model, X)
+        if X.size * len(loaded.classes) > _INLINE_WORK:
+            scores = await run_in_threadpool(runtime.predict, loaded, X)
         else:
-            scores = runtime.predict(model, X)
+            scores = runtime.predict(loaded, X)
         state.metrics.rows_predicted.inc(X.shape[0])
         answer = {
-            "model": model.name,
-            "version": model.version,
-            "classes": model.classes,
+            "model": loaded.name,
+            "version": loaded.version,
+            "classes": loaded.classes,
             "probabilities": scores.probabilities,
             "predictions": scores.predictions().tolist(),
         }

@@ -38,9 +38,9 @@ def build_router(limits: Limits) -> APIRouter:
         try:
             data, raw = await read_json_object(request)
             body = contract.parse(data)
-            model = state.runtime.require()
+            loaded = state.runtime.require()
             X = parse_instances(
-                body.instances, model, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
+                body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
             )
             result = await run_in_threadpool(
                 state.runtime.update,
@@ -48,7 +48,7 @@ def build_router(limits: Limits) -> APIRouter:
                 body.labels,
                 learning_rate=body.learning_rate,
                 passes=body.passes or 1,
-                parsed_with=model,
+                parsed_with=loaded,
             )
         except (ModelError, ApiError) as exc:
             state.metrics.updates_rejected.labels(exc.code).inc()
