@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from .artifact import OnlineStats, Record, Source, VersionMeta
 from .errors import (
@@ -335,30 +335,9 @@ class ModelRepository:
                 report.accuracy_before,
                 report.loss_after,
             )
-            update_arrays = {"X": X_checked, "y": y_index.astype(np.int64)}
-            snapshot = snapshot_arrays(updated)
-            chain_length = current.meta.chain_length + 1
-            chain_bytes = current.meta.chain_bytes + arrays_nbytes(update_arrays)
-            if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
-                meta = replace(
-                    self._snapshot_meta(updated, current.version, source="online"),
-                    online=online,
-                    training=current.meta.training,
-                )
-                stored = self._write(name, meta, snapshot)
-            else:
-                meta = VersionMeta(
-                    kind="update",
-                    source="online",
-                    parent=current.version,
-                    created_at=_now(),
-                    step=updated.state_.step,
-                    chain_length=chain_length,
-                    chain_bytes=chain_bytes,
-                    digest=state_digest(updated.state_),
-                    online=online,
-                )
-                stored = self._write(name, meta, update_arrays)
+            stored = self._write(
+                name, *self._update_record(current, updated, X_checked, y_index, online)
+            )
             loaded = LoadedModel(name, stored.version, updated, stored)
             if on_commit is not None:
                 on_commit(loaded)
@@ -514,6 +493,37 @@ class ModelRepository:
         return LoadedModel(parent.name, meta.version, updated, meta)
 
     # ------------------------------------------------------------------ internals
+    def _update_record(
+        self,
+        parent: LoadedModel,
+        updated: SoftmaxRegression,
+        X: NDArray[np.float64],
+        y_index: NDArray[np.intp],
+        online: OnlineStats,
+    ) -> tuple[VersionMeta, dict[str, Any]]:
+        """How an update is stored: as its minibatch, replayed on ``parent`` when loaded, or as
+        a snapshot once the chain since the last one would outweigh a snapshot or grow longer
+        than ``snapshot_every``."""
+        update_arrays = {"X": X, "y": y_index.astype(np.int64)}
+        snapshot = snapshot_arrays(updated)
+        chain_length = parent.meta.chain_length + 1
+        chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
+        if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
+            meta = self._snapshot_meta(updated, parent.version, source="online")
+            return replace(meta, online=online, training=parent.meta.training), snapshot
+        meta = VersionMeta(
+            kind="update",
+            source="online",
+            parent=parent.version,
+            created_at=_now(),
+            step=updated.state_.step,
+            chain_length=chain_length,
+            chain_bytes=chain_bytes,
+            digest=state_digest(updated.state_),
+            online=online,
+        )
+        return meta, update_arrays
+
     def _write(self, name: str, meta: VersionMeta, arrays: dict[str, Any]) -> VersionMeta:
         stored = self.store.write(name, Record(meta.to_json(), arrays))
         return VersionMeta.from_json(stored.meta)
