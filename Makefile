@@ -13,13 +13,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Stamps re-install when pyproject.toml changes.
+# Stamps re-install when pyproject.toml changes. setuptools' note that an editable install
+# prefers same-named folders in the working directory is informational (ours are the package).
+EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation.:UserWarning"
+
 $(VENV)/.runtime: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(EDITABLE_QUIET) $(PY) -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(EDITABLE_QUIET) $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
 ## run: install, train the default model from the bundled digits data if the store is empty, serve
