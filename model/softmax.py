@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -292,8 +292,8 @@ class SoftmaxRegression:
         X = check_matrix(X, self.n_features_in_)
         y_index = check_labels(y, self.classes_)
         check_same_length(X.shape[0], y_index)
-        updated, report = self.online_step(X, y_index, learning_rate=learning_rate, passes=passes)
-        self.state_ = updated.state_
+        new, report = self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
+        self.state_ = new.state_
         return report
 
     def with_state(self, state: TrainState) -> SoftmaxRegression:
@@ -302,7 +302,7 @@ class SoftmaxRegression:
         clone.state_ = state
         return clone
 
-    def online_step(
+    def updated(
         self,
         X: Float,
         y_index: Index,
@@ -350,6 +350,12 @@ class SoftmaxRegression:
         report = StepReport(m, first.loss, first.correct / m, loss_after)
         return self.with_state(new_state), report
 
+    def online_step(
+        self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
+    ) -> tuple[SoftmaxRegression, StepReport]:
+        """Deprecated alias of :meth:`updated`."""
+        return self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
+
     # ----------------------------------------------------------------- inference
     def decision_function(self, X: ArrayLike) -> Float:
         """Logits ``(n, k)`` for raw (unstandardized) rows ``X: (n, d)``."""
@@ -380,9 +386,6 @@ class SoftmaxRegression:
         y_index = check_labels(y, self.classes_)
         check_same_length(Z.shape[0], y_index)
         return float(np.mean(logsumexp(Z) - Z[np.arange(Z.shape[0]), y_index]))
-
-    def history_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in getattr(self, "history_", [])]
 
 
 def _logits(state: TrainState, Xs: Float) -> Float:
