@@ -11,6 +11,7 @@ Example::
     >>> dataset = load_dataset("builtin:iris")
     >>> dataset.X.shape, dataset.classes.tolist()
     ((150, 4), ['setosa', 'versicolor', 'virginica'])
+    >>> from model.splits import train_val_test_split
     >>> train, val, test = train_val_test_split(dataset.y, 0.1, 0.2, seed=0)
     >>> len(train), len(val), len(test)
     (105, 15, 30)
@@ -33,7 +34,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import (
+from .errors import (
     DataFileError,
     EmptyInputError,
     FeatureCountError,
@@ -42,20 +43,17 @@ from model.errors import (
     LengthMismatchError,
     NonFiniteError,
 )
-from model.splits import fingerprint, stratified_kfold, train_val_test_split
-from model.validation import first_non_finite
+from .splits import fingerprint
+from .validation import first_non_finite
 
 __all__ = [
     "BUILTIN_DATASETS",
     "Dataset",
     "FilePath",
-    "fingerprint",
     "load_builtin",
     "load_csv",
     "load_dataset",
     "load_npz",
-    "stratified_kfold",
-    "train_val_test_split",
 ]
 
 FilePath = str | os.PathLike[str]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from model.errors import (
+from .errors import (
     EmptyInputError,
     FeatureCountError,
     InvalidInputError,
@@ -30,7 +30,7 @@ from model.errors import (
     NotANumberError,
     UnknownLabelError,
 )
-from model.validation import first_non_finite
+from .validation import first_non_finite
 
 __all__ = [
     "accuracy",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import (
+from .errors import (
     EmptyInputError,
     InvalidInputError,
     InvalidParameterError,
