@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Self
 
 import numpy as np
@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
 from .maths import Float, Index, logsumexp, softmax
 from .optimizer import SGDSettings, TrainState, sgd_step
+from .params import HYPER_PARAMETERS, HyperParameter, check_params
 from .preprocessing import Standardizer
 from .validation import check_labels, check_matrix, check_same_length
 
@@ -48,6 +49,10 @@ class EpochRecord:
     val_accuracy: float | None = None
 
 
+# An argument of each online update, not a setting: declared like one for the same check.
+_PASSES = HyperParameter("passes", 1, int, "SGD steps per online update", low=1)
+
+
 def epoch_permutations(n_samples: int, epochs: int, seed: int) -> Iterator[Index]:
     """The row order of each epoch: a fresh seeded permutation per epoch.
 
@@ -66,6 +71,20 @@ class SoftmaxRegression:
     >>> model.predict(np.array([[0.0, 2.0]])).tolist()
     ['a']
     """
+
+    # Settings, stored by __init__ (declared in model.params).
+    learning_rate: float
+    schedule: str
+    power_t: float
+    decay_steps: float
+    momentum: float
+    l2: float
+    batch_size: int
+    epochs: int
+    patience: int
+    tol: float
+    seed: int
+    standardize: bool
 
     # Learned state, set by _set_learned only (absent until fit, initialize or from_arrays).
     classes_: NDArray[Any]
@@ -92,70 +111,27 @@ class SoftmaxRegression:
         seed: int = 0,
         standardize: bool = True,
     ) -> None:
-        self.learning_rate = learning_rate
-        self.schedule = schedule
-        self.power_t = power_t
-        self.decay_steps = decay_steps
-        self.momentum = momentum
-        self.l2 = l2
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.patience = patience
-        self.tol = tol
-        self.seed = seed
-        self.standardize = standardize
+        # The constructor only stores its arguments, each under its own name (scikit-learn's
+        # contract); model.params declares them, fit and from_arrays check them.
+        arguments = dict(locals())
+        del arguments["self"]
+        vars(self).update(arguments)
 
     # ----------------------------------------------------------------- settings
     def get_params(self) -> dict[str, Any]:
-        """The constructor settings, JSON-serializable."""
-        return {
-            "learning_rate": self.learning_rate,
-            "schedule": self.schedule,
-            "power_t": self.power_t,
-            "decay_steps": self.decay_steps,
-            "momentum": self.momentum,
-            "l2": self.l2,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "patience": self.patience,
-            "tol": self.tol,
-            "seed": self.seed,
-            "standardize": self.standardize,
-        }
+        """The constructor settings, JSON-serializable, in declaration order."""
+        return {parameter.name: getattr(self, parameter.name) for parameter in HYPER_PARAMETERS}
 
     @property
     def sgd_settings(self) -> SGDSettings:
         """The optimizer settings (validated on construction of the returned object)."""
         return SGDSettings(
-            learning_rate=self.learning_rate,
-            schedule=self.schedule,
-            power_t=self.power_t,
-            decay_steps=self.decay_steps,
-            momentum=self.momentum,
-            l2=self.l2,
+            **{field.name: getattr(self, field.name) for field in fields(SGDSettings)}
         )
 
     def _check_params(self) -> None:
         """Raise InvalidParameterError for the first invalid setting."""
-        self._check_loop_settings()
-        self.sgd_settings  # noqa: B018  constructing SGDSettings validates the optimizer's
-
-    def _check_loop_settings(self) -> None:
-        for name, value, low in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(
-                    f"{name} must be an integer >= {low}, got {value!r}", field=name
-                )
-        for name, value, low in (("patience", self.patience, 1), ("seed", self.seed, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(
-                    f"{name} must be an integer >= {low}, got {value!r}", field=name
-                )
-        tol_ok = isinstance(self.tol, int | float) and not isinstance(self.tol, bool)
-        if not (tol_ok and 0 <= self.tol < np.inf):
-            raise InvalidParameterError(
-                f"tol must be >= 0 and finite, got {self.tol!r}", field="tol"
-            )
+        check_params(self.get_params())
 
     # ----------------------------------------------------------------- state
     @property
@@ -313,7 +289,7 @@ class SoftmaxRegression:
         improved by ``tol`` for ``patience`` epochs, and the best epoch's weights and optimizer
         state are restored. ``callback`` receives each epoch's record.
         """
-        self._check_loop_settings()
+        self._check_params()
         self.initialize(X, y, classes=classes, feature_names=feature_names)
         X = check_matrix(X)
         y_index = check_labels(y, self.classes_)
@@ -418,10 +394,7 @@ class SoftmaxRegression:
                 f"learning_rate must be > 0 and finite, got {learning_rate!r}",
                 field="learning_rate",
             )
-        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-            raise InvalidParameterError(
-                f"passes must be an integer >= 1, got {passes!r}", field="passes"
-            )
+        _PASSES.check(passes)
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
         # A diverging step overflows; is_finite below turns that into DivergenceError.
