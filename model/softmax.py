@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
-from .maths import Float, Index, logsumexp, softmax
+from .maths import Float, Index, cross_entropy, softmax
 from .optimizer import SGDSettings, TrainState, sgd_step
 from .params import HYPER_PARAMETERS, HyperParameter, check_params
 from .preprocessing import Standardizer
@@ -449,7 +449,7 @@ class SoftmaxRegression:
         Z = self.decision_function(X)
         y_index = check_labels(y, self.classes_)
         check_same_length(Z.shape[0], y_index)
-        return float(np.mean(logsumexp(Z) - Z[np.arange(Z.shape[0]), y_index]))
+        return cross_entropy(Z, y_index)
 
 
 def _logits(state: TrainState, Xs: Float) -> Float:
@@ -459,8 +459,7 @@ def _logits(state: TrainState, Xs: Float) -> Float:
 def _evaluate(state: TrainState, Xs: Float, y: Index) -> tuple[float, float]:
     """(log-loss, accuracy) of ``state`` on standardized rows."""
     Z = _logits(state, Xs)
-    loss = float(np.mean(logsumexp(Z) - Z[np.arange(y.shape[0]), y]))
-    return loss, float(np.mean(Z.argmax(axis=1) == y))
+    return cross_entropy(Z, y), float(np.mean(Z.argmax(axis=1) == y))
 
 
 _REQUIRED_ARRAYS = ("weights", "bias", "mean", "scale", "classes")
