@@ -52,7 +52,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from model import SoftmaxRegression
-from model.data import load_builtin, train_val_test_split
+from model.data import load_builtin
+from model.splits import train_val_test_split
 
 SEED = 0
 VAL_FRACTION = 0.1

@@ -11,6 +11,7 @@ Example::
     >>> dataset = load_dataset("builtin:iris")
     >>> dataset.X.shape, dataset.classes.tolist()
     ((150, 4), ['setosa', 'versicolor', 'virginica'])
+    >>> from model.splits import train_val_test_split
     >>> train, val, test = train_val_test_split(dataset.y, 0.1, 0.2, seed=0)
     >>> len(train), len(val), len(test)
     (105, 15, 30)
@@ -33,29 +34,25 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import (
+from .errors import (
     DataFileError,
     EmptyInputError,
     FeatureCountError,
     InvalidInputError,
     InvalidParameterError,
     LengthMismatchError,
-    NonFiniteError,
 )
-from model.splits import fingerprint, stratified_kfold, train_val_test_split
-from model.validation import first_non_finite
+from .splits import fingerprint
+from .validation import check_1d, check_2d, check_finite
 
 __all__ = [
     "BUILTIN_DATASETS",
     "Dataset",
     "FilePath",
-    "fingerprint",
     "load_builtin",
     "load_csv",
     "load_dataset",
     "load_npz",
-    "stratified_kfold",
-    "train_val_test_split",
 ]
 
 FilePath = str | os.PathLike[str]
@@ -95,40 +92,22 @@ class Dataset:
 
     def __post_init__(self) -> None:
         features = np.asarray(self.X)
-        if features.ndim != 2:
-            raise InvalidInputError(
-                f"X must be 2-D (n_samples, n_features), got shape {features.shape}", field="X"
-            )
-        if features.dtype.kind not in "biuf":
-            raise InvalidInputError(f"X must be numeric, got dtype {features.dtype}", field="X")
+        check_2d(features, "X", numeric=True)
         features = features.astype(np.float64, copy=False)
         if features.shape[0] == 0 or features.shape[1] == 0:
             raise EmptyInputError(
                 f"X must have at least one row and one feature, got shape {features.shape}",
                 field="X",
             )
-        if (bad := first_non_finite(features)) is not None:
-            row, column = bad
-            raise NonFiniteError(
-                f"X must be finite, got {features[row, column]} at row {row}, column {column}",
-                field="X",
-                row=row,
-            )
-        labels = np.asarray(self.y)
-        if labels.ndim != 1:
-            raise InvalidInputError(
-                f"y must be 1-D (n_samples,), got shape {labels.shape}", field="y"
-            )
+        check_finite(features, "X")
+        labels = check_1d(self.y, "y", allow_empty=True)
         if labels.shape[0] != features.shape[0]:
             raise LengthMismatchError(
                 f"X and y must have the same number of rows, got {features.shape[0]} and "
                 f"{labels.shape[0]}",
                 field="y",
             )
-        try:
-            labels = _labels_from_array(labels)
-        except ValueError as error:
-            raise InvalidInputError(f"y: {error}", field="y") from None
+        labels = _labels_from_array(labels, "y", InvalidInputError)
         names = tuple(self.feature_names)
         if len(names) != features.shape[1] or not all(isinstance(name, str) for name in names):
             raise FeatureCountError(
@@ -252,21 +231,16 @@ def load_npz(path: FilePath, label_hint: str | None = None) -> Dataset:
     source = os.fspath(path)
     arrays = _read_npz(source)
     X = _npz_features(source, arrays["X"])
-    labels = arrays["y"]
-    if labels.ndim != 1:
-        raise DataFileError(
-            f"{source}: array 'y' must be 1-D (n_samples,), got shape {labels.shape}", field="y"
-        )
+    labels = check_1d(
+        arrays["y"], f"{source}: array 'y'", field="y", error=DataFileError, allow_empty=True
+    )
     if labels.shape[0] != X.shape[0]:
         raise DataFileError(
             f"{source}: arrays 'X' and 'y' must have the same length, got {X.shape[0]} rows in "
             f"'X' and {labels.shape[0]} labels in 'y'",
             field="y",
         )
-    try:
-        y = _labels_from_array(labels)
-    except ValueError as error:
-        raise DataFileError(f"{source}: array 'y': {error}", field="y") from None
+    y = _labels_from_array(labels, f"{source}: array 'y'", DataFileError)
     if "feature_names" in arrays:
         names = _npz_feature_names(source, arrays["feature_names"], X.shape[1])
     else:
@@ -292,6 +266,19 @@ def _load_builtin(name: str, label: str | None, features: Sequence[str] | None) 
 
 
 @contextmanager
+def _file_errors(source: str) -> Iterator[None]:
+    """Why a file cannot be opened, as a DataFileError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataFileError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise DataFileError(f"{source}: is a directory, expected a file") from None
+    except PermissionError:
+        raise DataFileError(f"{source}: permission denied") from None
+
+
+@contextmanager
 def _open_text(source: str) -> Iterator[IO[str]]:
     # utf-8-sig drops the byte-order mark some spreadsheet programs write.
     if source.lower().endswith(".gz"):
@@ -306,7 +293,7 @@ def _read_csv(source: str) -> tuple[list[str], int, list[list[str]], list[int]]:
     """Header, its line, the data rows and the line each row starts on."""
     line = 0
     try:
-        with _open_text(source) as handle:
+        with _file_errors(source), _open_text(source) as handle:
             reader = csv.reader(handle, strict=True, skipinitialspace=True)
             header: list[str] | None = None
             for row in reader:
@@ -335,12 +322,6 @@ def _read_csv(source: str) -> tuple[list[str], int, list[list[str]], list[int]]:
                     lines.append(start)
                 start = reader.line_num + 1
                 line = reader.line_num
-    except FileNotFoundError:
-        raise DataFileError(f"{source}: file not found") from None
-    except IsADirectoryError:
-        raise DataFileError(f"{source}: is a directory, expected a file") from None
-    except PermissionError:
-        raise DataFileError(f"{source}: permission denied") from None
     except csv.Error as error:
         raise DataFileError(
             f"{source}, line {line + 1}: malformed CSV: {error}", row=line + 1
@@ -508,7 +489,7 @@ def _read_npz(source: str) -> dict[str, NDArray[Any]]:
     arrays: dict[str, NDArray[Any]] = {}
     try:
         # Our own handle: np.load leaks the one it opens when the zip directory is corrupt.
-        with open(source, "rb") as handle:
+        with _file_errors(source), open(source, "rb") as handle:
             archive = np.load(handle, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise DataFileError(
@@ -528,12 +509,6 @@ def _read_npz(source: str) -> dict[str, NDArray[Any]]:
                         arrays[key] = _npz_member(source, archive, key)
     except DataFileError:
         raise
-    except FileNotFoundError:
-        raise DataFileError(f"{source}: file not found") from None
-    except IsADirectoryError:
-        raise DataFileError(f"{source}: is a directory, expected a file") from None
-    except PermissionError:
-        raise DataFileError(f"{source}: permission denied") from None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise DataFileError(
             f"{source}: not a readable .npz archive (corrupt, truncated, or pickled data): {error}"
@@ -556,30 +531,15 @@ def _npz_member(source: str, archive: Any, key: str) -> NDArray[Any]:
 
 
 def _npz_features(source: str, features: NDArray[Any]) -> NDArray[np.float64]:
-    if features.ndim != 2:
-        raise DataFileError(
-            f"{source}: array 'X' must be 2-D (n_samples, n_features), got shape {features.shape}",
-            field="X",
-        )
-    if features.dtype.kind not in "biuf":
-        raise DataFileError(
-            f"{source}: array 'X' must be numeric, got dtype {features.dtype}", field="X"
-        )
+    name = f"{source}: array 'X'"
+    check_2d(features, name, field="X", error=DataFileError, numeric=True)
     if features.shape[0] == 0 or features.shape[1] == 0:
         raise DataFileError(
-            f"{source}: array 'X' must have at least one row and one column, got shape "
-            f"{features.shape}",
+            f"{name} must have at least one row and one column, got shape {features.shape}",
             field="X",
         )
     X = features.astype(np.float64)
-    if (bad := first_non_finite(X)) is not None:
-        row, column = bad
-        raise DataFileError(
-            f"{source}: array 'X' must be finite, got {X[row, column]} at row {row}, "
-            f"column {column}",
-            field="X",
-            row=row,
-        )
+    check_finite(X, name, field="X", error=DataFileError)
     return X
 
 
@@ -636,26 +596,30 @@ def _labels_from_text(text: NDArray[np.str_]) -> NDArray[Any]:
     return text.astype(f"<U{width}")
 
 
-def _labels_from_array(labels: NDArray[Any]) -> NDArray[Any]:
-    """Labels as int64 or ``<U..``; raises ValueError with the reason otherwise."""
+def _labels_from_array(
+    labels: NDArray[Any], name: str, error: type[InvalidInputError]
+) -> NDArray[Any]:
+    """Labels as int64 or ``<U..``; otherwise ``error`` saying why, after ``name: ``."""
     kind = labels.dtype.kind
     if kind in "biu":
         if kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
-            raise ValueError("labels must fit in int64")
+            raise error(f"{name}: labels must fit in int64", field="y")
         return labels.astype(np.int64)
     if kind == "f":
         if not np.isfinite(labels).all() or not (labels == np.round(labels)).all():
-            raise ValueError(
-                "float labels must be whole numbers (class indices); use integers or strings"
+            raise error(
+                f"{name}: float labels must be whole numbers (class indices); use integers or "
+                "strings",
+                field="y",
             )
         return labels.astype(np.int64)
     if kind in "US":
         try:
             text = labels.astype(str)
         except UnicodeDecodeError:
-            raise ValueError("byte-string labels must be ASCII") from None
+            raise error(f"{name}: byte-string labels must be ASCII", field="y") from None
         return _labels_from_text(text)
-    raise ValueError(f"labels must be integers or strings, got dtype {labels.dtype}")
+    raise error(f"{name}: labels must be integers or strings, got dtype {labels.dtype}", field="y")
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = [
     "Float",
     "Gradient",
     "Index",
+    "cross_entropy",
     "log_softmax",
     "logsumexp",
     "loss_and_gradient",
@@ -71,6 +72,20 @@ def softmax(Z: Float) -> Float:
     return E
 
 
+def cross_entropy(Z: Float, y: Index, lse: Float | float | None = None) -> float:
+    """Mean cross-entropy of ``softmax(Z)`` against ``y``: the mean of ``logsumexp(Z) - Z[i, y_i]``.
+
+    ``Z: (m, k)`` logits, ``y: (m,)`` class indices. ``lse: (m,)`` is ``logsumexp(Z)`` when the
+    caller has it already; for rows of log-probabilities it is ``0.0``.
+
+    >>> cross_entropy(np.array([[0.0, 0.0]]), np.array([1]))
+    0.6931471805599453
+    """
+    if lse is None:
+        lse = logsumexp(Z)
+    return float(np.mean(lse - Z[np.arange(y.shape[0]), y]))
+
+
 def one_hot(y: Index, n_classes: int) -> Float:
     """``y: (m,)`` class indices -> ``(m, n_classes)`` indicator matrix, built without a loop."""
     Y = np.zeros((y.shape[0], n_classes))
@@ -80,9 +95,7 @@ def one_hot(y: Index, n_classes: int) -> Float:
 
 def regularized_loss(X: Float, y: Index, W: Float, b: Float, l2: float) -> float:
     """Mean cross-entropy of ``softmax(XW + b)`` against ``y`` plus ``(l2/2)||W||^2``."""
-    Z = X @ W + b
-    lse = logsumexp(Z)
-    ce = float(np.mean(lse - Z[np.arange(y.shape[0]), y]))
+    ce = cross_entropy(X @ W + b, y)
     return ce + 0.5 * l2 * float(np.vdot(W, W)) if l2 else ce
 
 
@@ -110,7 +123,7 @@ def loss_and_gradient(X: Float, y: Index, W: Float, b: Float, l2: float) -> Grad
     Z = X @ W + b
     correct = int(np.count_nonzero(Z.argmax(axis=1) == y))
     lse = logsumexp(Z)
-    ce = float(np.mean(lse - Z[rows, y]))
+    ce = cross_entropy(Z, y, lse)
     G = np.exp(Z - lse[:, None])
     G[rows, y] -= 1.0
     G /= m

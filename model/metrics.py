@@ -20,17 +20,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from model.errors import (
+from .errors import (
     EmptyInputError,
     FeatureCountError,
     InvalidInputError,
     InvalidParameterError,
     LengthMismatchError,
-    NonFiniteError,
     NotANumberError,
     UnknownLabelError,
 )
-from model.validation import first_non_finite
+from .maths import cross_entropy
+from .validation import check_1d, check_2d, check_finite
 
 __all__ = [
     "accuracy",
@@ -189,26 +189,14 @@ def classification_report(
 
 
 def _labels(values: ArrayLike, name: str) -> NDArray[np.int64]:
-    labels = np.asarray(values)
-    if labels.ndim != 1:
-        raise InvalidInputError(
-            f"{name} must be 1-D (n_samples,), got shape {labels.shape}", field=name
-        )
-    if labels.size == 0:
-        raise EmptyInputError(f"{name} is empty; expected at least one label", field=name)
-    return _as_indices(labels, name)
+    return _as_indices(check_1d(values, name), name)
 
 
 def _label_pair(
     y_true: ArrayLike, y_pred: ArrayLike
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    truth = np.asarray(y_true)
-    predicted = np.asarray(y_pred)
-    for labels, name in ((truth, "y_true"), (predicted, "y_pred")):
-        if labels.ndim != 1:
-            raise InvalidInputError(
-                f"{name} must be 1-D (n_samples,), got shape {labels.shape}", field=name
-            )
+    truth = check_1d(y_true, "y_true", allow_empty=True)
+    predicted = check_1d(y_pred, "y_pred", allow_empty=True)
     if truth.shape[0] != predicted.shape[0]:
         raise LengthMismatchError(
             f"y_true and y_pred must have the same length, got {truth.shape[0]} and "
@@ -262,11 +250,7 @@ def _probabilities(proba: ArrayLike, n_samples: int) -> NDArray[np.float64]:
         raise NotANumberError(
             f"proba must be a numeric (n_samples, n_classes) array: {error}", field="proba"
         ) from None
-    if probabilities.ndim != 2:
-        raise InvalidInputError(
-            f"proba must be 2-D (n_samples, n_classes), got shape {probabilities.shape}",
-            field="proba",
-        )
+    check_2d(probabilities, "proba", axes="n_samples, n_classes")
     if probabilities.shape[0] != n_samples:
         raise LengthMismatchError(
             f"proba must have one row per label, expected {n_samples} rows, got "
@@ -275,13 +259,7 @@ def _probabilities(proba: ArrayLike, n_samples: int) -> NDArray[np.float64]:
         )
     if probabilities.shape[1] == 0:
         raise EmptyInputError("proba has no columns; expected one per class", field="proba")
-    if (bad := first_non_finite(probabilities)) is not None:
-        row, column = bad
-        raise NonFiniteError(
-            f"proba must be finite, got {probabilities[row, column]} at row {row}, column {column}",
-            field="proba",
-            row=row,
-        )
+    check_finite(probabilities, "proba")
     outside = (probabilities < 0.0) | (probabilities > 1.0 + _PROBABILITY_SLACK)
     if outside.any():
         row, column = (int(index) for index in np.argwhere(outside)[0])
@@ -302,8 +280,8 @@ def _accuracy(truth: NDArray[np.int64], predicted: NDArray[np.int64]) -> float:
 
 
 def _log_loss(truth: NDArray[np.int64], probabilities: NDArray[np.float64]) -> float:
-    chosen = probabilities[np.arange(truth.shape[0]), truth]
-    return float(-np.mean(np.log(np.clip(chosen, _TINY, 1.0))))
+    # Rows of log-probabilities: their log-normalizer is 0.
+    return cross_entropy(np.log(np.clip(probabilities, _TINY, 1.0)), truth, lse=0.0)
 
 
 def _confusion_matrix(

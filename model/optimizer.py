@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidParameterError
 from .maths import Float, Gradient, Index, loss_and_gradient
+from .params import PARAMETERS, check_params
 
 __all__ = ["SCHEDULES", "SGDSettings", "TrainState", "sgd_step"]
 
-SCHEDULES = ("constant", "invscaling")
+SCHEDULES = PARAMETERS["schedule"].choices
 
 
 @dataclass(frozen=True)
@@ -26,39 +26,18 @@ class SGDSettings:
     ``learning_rate`` is the step size ``eta0``. With ``schedule="invscaling"`` step ``t`` uses
     ``eta0 / (1 + t / decay_steps) ** power_t``. ``momentum`` is the classical (heavy-ball)
     coefficient ``mu``: ``v <- mu v - eta g``, ``w <- w + v``; 0 turns it off. ``l2`` weights the
-    ``(l2/2)||W||^2`` penalty.
+    ``(l2/2)||W||^2`` penalty. Defaults and valid ranges are declared in :mod:`model.params`.
     """
 
-    learning_rate: float = 0.05
-    schedule: str = "constant"
-    power_t: float = 0.5
-    decay_steps: float = 1000.0
-    momentum: float = 0.9
-    l2: float = 1e-3
+    learning_rate: float = PARAMETERS["learning_rate"].default
+    schedule: str = PARAMETERS["schedule"].default
+    power_t: float = PARAMETERS["power_t"].default
+    decay_steps: float = PARAMETERS["decay_steps"].default
+    momentum: float = PARAMETERS["momentum"].default
+    l2: float = PARAMETERS["l2"].default
 
     def __post_init__(self) -> None:
-        for name in ("learning_rate", "power_t", "decay_steps", "momentum", "l2"):
-            value = getattr(self, name)
-            # Without this, a string would fail the range checks below with a bare TypeError.
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-                raise InvalidParameterError(f"{name} must be a number, got {value!r}", field=name)
-        checks = [
-            ("learning_rate", self.learning_rate > 0 and np.isfinite(self.learning_rate), "> 0"),
-            ("power_t", 0 <= self.power_t <= 10, "in [0, 10]"),
-            ("decay_steps", self.decay_steps > 0 and np.isfinite(self.decay_steps), "> 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("l2", 0 <= self.l2 < np.inf, ">= 0 and finite"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise InvalidParameterError(
-                    f"{name} must be {expected}, got {getattr(self, name)!r}", field=name
-                )
-        if self.schedule not in SCHEDULES:
-            raise InvalidParameterError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
-                field="schedule",
-            )
+        check_params(self.__dict__)
 
     def rate(self, step: int) -> float:
         """Learning rate for the ``step``-th update (0-based)."""

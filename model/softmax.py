@@ -12,16 +12,17 @@ All learned state is replaced, never edited in place: ``state_`` is a frozen
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
-from .maths import Float, Index, logsumexp, softmax
+from .maths import Float, Index, cross_entropy, softmax
 from .optimizer import SGDSettings, TrainState, sgd_step
+from .params import HYPER_PARAMETERS, HyperParameter, check_params
 from .preprocessing import Standardizer
 from .validation import check_labels, check_matrix, check_same_length
 
@@ -48,6 +49,10 @@ class EpochRecord:
     val_accuracy: float | None = None
 
 
+# An argument of each online update, not a setting: declared like one for the same check.
+_PASSES = HyperParameter("passes", 1, int, "SGD steps per online update", low=1)
+
+
 def epoch_permutations(n_samples: int, epochs: int, seed: int) -> Iterator[Index]:
     """The row order of each epoch: a fresh seeded permutation per epoch.
 
@@ -67,6 +72,29 @@ class SoftmaxRegression:
     ['a']
     """
 
+    # Settings, stored by __init__ (declared in model.params).
+    learning_rate: float
+    schedule: str
+    power_t: float
+    decay_steps: float
+    momentum: float
+    l2: float
+    batch_size: int
+    epochs: int
+    patience: int
+    tol: float
+    seed: int
+    standardize: bool
+
+    # Learned state, set by _set_learned only (absent until fit, initialize or from_arrays).
+    classes_: NDArray[Any]
+    feature_names_: tuple[str, ...] | None
+    standardizer_: Standardizer
+    state_: TrainState
+    history_: list[EpochRecord]
+    n_epochs_run_: int
+    best_epoch_: int | None
+
     def __init__(
         self,
         *,
@@ -83,65 +111,27 @@ class SoftmaxRegression:
         seed: int = 0,
         standardize: bool = True,
     ) -> None:
-        self.learning_rate = learning_rate
-        self.schedule = schedule
-        self.power_t = power_t
-        self.decay_steps = decay_steps
-        self.momentum = momentum
-        self.l2 = l2
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.patience = patience
-        self.tol = tol
-        self.seed = seed
-        self.standardize = standardize
+        # The constructor only stores its arguments, each under its own name (scikit-learn's
+        # contract); model.params declares them, fit and from_arrays check them.
+        arguments = dict(locals())
+        del arguments["self"]
+        vars(self).update(arguments)
 
     # ----------------------------------------------------------------- settings
     def get_params(self) -> dict[str, Any]:
-        """The constructor settings, JSON-serializable."""
-        return {
-            "learning_rate": self.learning_rate,
-            "schedule": self.schedule,
-            "power_t": self.power_t,
-            "decay_steps": self.decay_steps,
-            "momentum": self.momentum,
-            "l2": self.l2,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "patience": self.patience,
-            "tol": self.tol,
-            "seed": self.seed,
-            "standardize": self.standardize,
-        }
+        """The constructor settings, JSON-serializable, in declaration order."""
+        return {parameter.name: getattr(self, parameter.name) for parameter in HYPER_PARAMETERS}
 
     @property
     def sgd_settings(self) -> SGDSettings:
         """The optimizer settings (validated on construction of the returned object)."""
         return SGDSettings(
-            learning_rate=self.learning_rate,
-            schedule=self.schedule,
-            power_t=self.power_t,
-            decay_steps=self.decay_steps,
-            momentum=self.momentum,
-            l2=self.l2,
+            **{field.name: getattr(self, field.name) for field in fields(SGDSettings)}
         )
 
-    def _check_loop_settings(self) -> None:
-        for name, value, low in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(
-                    f"{name} must be an integer >= {low}, got {value!r}", field=name
-                )
-        for name, value, low in (("patience", self.patience, 1), ("seed", self.seed, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(
-                    f"{name} must be an integer >= {low}, got {value!r}", field=name
-                )
-        tol_ok = isinstance(self.tol, int | float) and not isinstance(self.tol, bool)
-        if not (tol_ok and 0 <= self.tol < np.inf):
-            raise InvalidParameterError(
-                f"tol must be >= 0 and finite, got {self.tol!r}", field="tol"
-            )
+    def _check_params(self) -> None:
+        """Raise InvalidParameterError for the first invalid setting."""
+        check_params(self.get_params())
 
     # ----------------------------------------------------------------- state
     @property
@@ -170,40 +160,117 @@ class SoftmaxRegression:
         X = check_matrix(X)
         labels = np.asarray(y)
         check_same_length(X.shape[0], labels)
-        self.classes_: NDArray[Any] = np.unique(labels if classes is None else np.asarray(classes))
-        if self.classes_.dtype.kind not in "iuU":
+        found: NDArray[Any] = np.unique(labels if classes is None else np.asarray(classes))
+        if found.dtype.kind not in "iuU":
             raise InvalidParameterError(
-                f"labels must be integers or strings, got dtype {self.classes_.dtype}",
-                field="labels",
+                f"labels must be integers or strings, got dtype {found.dtype}", field="labels"
             )
-        if self.classes_.dtype.kind == "u":
-            self.classes_ = self.classes_.astype(np.int64)
-        if self.classes_.shape[0] < 2:
+        if found.dtype.kind == "u":
+            found = found.astype(np.int64)
+        if found.shape[0] < 2:
             raise InvalidParameterError(
-                f"expected at least 2 classes, got {self.classes_.shape[0]}", field="labels"
+                f"expected at least 2 classes, got {found.shape[0]}", field="labels"
             )
-        if feature_names is not None:
-            names = tuple(str(n) for n in feature_names)
-            if len(names) != X.shape[1] or len(set(names)) != len(names):
-                raise UnknownFeatureError(
-                    f"feature_names: expected {X.shape[1]} distinct names, got {len(names)} "
-                    f"({len(set(names))} distinct)",
-                    field="feature_names",
-                )
-            self.feature_names_: tuple[str, ...] | None = names
-        else:
-            self.feature_names_ = None
-        settings = self.sgd_settings
-        self.standardizer_ = (
+        names = None if feature_names is None else tuple(str(n) for n in feature_names)
+        if names is not None and (len(names) != X.shape[1] or len(set(names)) != len(names)):
+            raise UnknownFeatureError(
+                f"feature_names: expected {X.shape[1]} distinct names, got {len(names)} "
+                f"({len(set(names))} distinct)",
+                field="feature_names",
+            )
+        momentum = self.sgd_settings.momentum > 0
+        standardizer = (
             Standardizer.fit(X) if self.standardize else Standardizer.identity(X.shape[1])
         )
-        self.state_ = TrainState.zeros(
-            X.shape[1], self.classes_.shape[0], momentum=settings.momentum > 0
-        )
-        self.history_: list[EpochRecord] = []
-        self.n_epochs_run_ = 0
-        self.best_epoch_: int | None = None
+        state = TrainState.zeros(X.shape[1], found.shape[0], momentum=momentum)
+        return self._set_learned(found, names, standardizer, state, epochs_run=0)
+
+    def _set_learned(
+        self,
+        classes: NDArray[Any],
+        feature_names: tuple[str, ...] | None,
+        standardizer: Standardizer,
+        state: TrainState,
+        *,
+        epochs_run: int,
+    ) -> Self:
+        """Set every learned attribute: with :meth:`to_arrays`, the one place a new one is added."""
+        self.classes_ = classes
+        self.feature_names_ = feature_names
+        self.standardizer_ = standardizer
+        self.state_ = state
+        self.history_ = []
+        self.n_epochs_run_ = epochs_run
+        self.best_epoch_ = None
         return self
+
+    # ----------------------------------------------------------------- codec
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """The learned state as named arrays (what a snapshot artifact stores).
+
+        ``weights: (d, k)``, ``bias: (k,)``, ``mean, scale: (d,)``, ``classes: (k,)``; with
+        momentum on, ``velocity_weights: (d, k)`` and ``velocity_bias: (k,)``; with named
+        features, ``feature_names: (d,)`` unicode. The arrays are the model's own (read them,
+        do not edit them). :meth:`from_arrays` is the inverse.
+        """
+        self._require_fitted()
+        state = self.state_
+        arrays: dict[str, NDArray[Any]] = {
+            "weights": state.weights,
+            "bias": state.bias,
+            "mean": self.standardizer_.mean,
+            "scale": self.standardizer_.scale,
+            "classes": self.classes_,
+        }
+        if state.velocity_weights is not None and state.velocity_bias is not None:
+            arrays["velocity_weights"] = state.velocity_weights
+            arrays["velocity_bias"] = state.velocity_bias
+        if self.feature_names_ is not None:
+            arrays["feature_names"] = np.array(self.feature_names_)
+        return arrays
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, NDArray[Any]],
+        *,
+        params: Mapping[str, Any],
+        step: int,
+        epochs_run: int = 0,
+    ) -> SoftmaxRegression:
+        """The fitted estimator that :meth:`to_arrays` described, built with ``params`` (as
+        :meth:`get_params` returned them) at optimizer step ``step``.
+
+        Raises ValueError naming the problem when an array is missing or its shape disagrees
+        with ``weights: (d, k)``, or when ``params`` or ``step`` are invalid.
+        """
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params: expected a mapping of settings, got {params!r}")
+        try:
+            estimator = cls(**params)
+        except TypeError as exc:  # an unknown or non-string setting name
+            raise ValueError(f"params: {exc}") from None
+        estimator._check_params()
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        missing = [name for name in _REQUIRED_ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"missing array(s): {', '.join(missing)}")
+        weights = np.asarray(arrays["weights"], dtype=np.float64)
+        if weights.ndim != 2:
+            raise ValueError(f"weights: expected shape (d, k), got {weights.shape}")
+        d, k = weights.shape
+        checked = _checked_shapes(arrays, d, k)
+        velocities = checked.get("velocity_weights"), checked.get("velocity_bias")
+        state = TrainState(weights, checked["bias"], *velocities, int(step))
+        names = checked.get("feature_names")
+        return estimator._set_learned(
+            checked["classes"],
+            None if names is None else tuple(str(n) for n in names),
+            Standardizer(mean=checked["mean"], scale=checked["scale"]),
+            state,
+            epochs_run=int(epochs_run),
+        )
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -222,7 +289,7 @@ class SoftmaxRegression:
         improved by ``tol`` for ``patience`` epochs, and the best epoch's weights and optimizer
         state are restored. ``callback`` receives each epoch's record.
         """
-        self._check_loop_settings()
+        self._check_params()
         self.initialize(X, y, classes=classes, feature_names=feature_names)
         X = check_matrix(X)
         y_index = check_labels(y, self.classes_)
@@ -292,8 +359,8 @@ class SoftmaxRegression:
         X = check_matrix(X, self.n_features_in_)
         y_index = check_labels(y, self.classes_)
         check_same_length(X.shape[0], y_index)
-        updated, report = self.online_step(X, y_index, learning_rate=learning_rate, passes=passes)
-        self.state_ = updated.state_
+        new, report = self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
+        self.state_ = new.state_
         return report
 
     def with_state(self, state: TrainState) -> SoftmaxRegression:
@@ -302,7 +369,7 @@ class SoftmaxRegression:
         clone.state_ = state
         return clone
 
-    def online_step(
+    def updated(
         self,
         X: Float,
         y_index: Index,
@@ -327,10 +394,7 @@ class SoftmaxRegression:
                 f"learning_rate must be > 0 and finite, got {learning_rate!r}",
                 field="learning_rate",
             )
-        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-            raise InvalidParameterError(
-                f"passes must be an integer >= 1, got {passes!r}", field="passes"
-            )
+        _PASSES.check(passes)
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
         # A diverging step overflows; is_finite below turns that into DivergenceError.
@@ -349,6 +413,12 @@ class SoftmaxRegression:
         m = y_index.shape[0]
         report = StepReport(m, first.loss, first.correct / m, loss_after)
         return self.with_state(new_state), report
+
+    def online_step(
+        self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
+    ) -> tuple[SoftmaxRegression, StepReport]:
+        """Deprecated alias of :meth:`updated`."""
+        return self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
 
     # ----------------------------------------------------------------- inference
     def decision_function(self, X: ArrayLike) -> Float:
@@ -379,10 +449,7 @@ class SoftmaxRegression:
         Z = self.decision_function(X)
         y_index = check_labels(y, self.classes_)
         check_same_length(Z.shape[0], y_index)
-        return float(np.mean(logsumexp(Z) - Z[np.arange(Z.shape[0]), y_index]))
-
-    def history_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in getattr(self, "history_", [])]
+        return cross_entropy(Z, y_index)
 
 
 def _logits(state: TrainState, Xs: Float) -> Float:
@@ -392,5 +459,35 @@ def _logits(state: TrainState, Xs: Float) -> Float:
 def _evaluate(state: TrainState, Xs: Float, y: Index) -> tuple[float, float]:
     """(log-loss, accuracy) of ``state`` on standardized rows."""
     Z = _logits(state, Xs)
-    loss = float(np.mean(logsumexp(Z) - Z[np.arange(y.shape[0]), y]))
-    return loss, float(np.mean(Z.argmax(axis=1) == y))
+    return cross_entropy(Z, y), float(np.mean(Z.argmax(axis=1) == y))
+
+
+_REQUIRED_ARRAYS = ("weights", "bias", "mean", "scale", "classes")
+
+
+def _checked_shapes(arrays: Mapping[str, NDArray[Any]], d: int, k: int) -> dict[str, NDArray[Any]]:
+    """The arrays besides ``weights``, their shapes checked against ``weights: (d, k)``; the
+    float ones as float64."""
+    expected = {
+        "bias": (k,),
+        "mean": (d,),
+        "scale": (d,),
+        "classes": (k,),
+        "velocity_weights": (d, k),
+        "velocity_bias": (k,),
+        "feature_names": (d,),
+    }
+    if ("velocity_weights" in arrays) != ("velocity_bias" in arrays):
+        raise ValueError("velocity_weights and velocity_bias: expected both or neither")
+    checked: dict[str, NDArray[Any]] = {}
+    for name, shape in expected.items():
+        if name not in arrays:
+            continue
+        array = np.asarray(arrays[name])
+        if array.shape != shape:
+            raise ValueError(
+                f"{name}: expected shape {shape} to match weights {(d, k)}, got {array.shape}"
+            )
+        floats = name not in ("classes", "feature_names")
+        checked[name] = array.astype(np.float64, copy=False) if floats else array
+    return checked

@@ -15,11 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.errors import (
-    EmptyInputError,
-    InvalidInputError,
-    InvalidParameterError,
-)
+from .errors import InvalidInputError, InvalidParameterError
+from .validation import check_1d
 
 __all__ = ["fingerprint", "stratified_kfold", "train_val_test_split"]
 
@@ -43,7 +40,7 @@ def train_val_test_split(
     >>> len(train), len(val), len(test)
     (5, 0, 5)
     """
-    labels = _check_labels(y)
+    labels = check_1d(y, "y")
     _check_fractions(val_fraction, test_fraction)
     rng = _rng(seed)
     _, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -77,7 +74,7 @@ def stratified_kfold(
     >>> [len(test) for _, test in stratified_kfold(np.array([0, 0, 0, 1, 1, 1]), 3, seed=0)]
     [2, 2, 2]
     """
-    labels = _check_labels(y)
+    labels = check_1d(y, "y")
     classes, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
     smallest = int(counts.min())
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 2 <= k <= smallest:
@@ -100,15 +97,6 @@ def stratified_kfold(
     fold_of[grouped] = np.arange(labels.shape[0]) % k
     everything = np.arange(labels.shape[0], dtype=np.int64)
     return [(everything[fold_of != fold], everything[fold_of == fold]) for fold in range(k)]
-
-
-def _check_labels(y: NDArray[Any]) -> NDArray[Any]:
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise InvalidInputError(f"y must be 1-D (n_samples,), got shape {labels.shape}", field="y")
-    if labels.shape[0] == 0:
-        raise EmptyInputError("y is empty; expected at least one label", field="y")
-    return labels
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:

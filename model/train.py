@@ -23,7 +23,7 @@ from .data import Dataset, load_dataset
 from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
-from .optimizer import SCHEDULES
+from .params import HYPER_PARAMETERS
 from .repository import ModelRepository
 from .softmax import EpochRecord, SoftmaxRegression
 from .splits import fingerprint, stratified_kfold, train_val_test_split
@@ -37,7 +37,6 @@ SEARCH_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = SoftmaxRegression()
     p = argparse.ArgumentParser(
         prog="python -m model.train",
         description="Train a softmax-regression model and store it as a new version.",
@@ -47,14 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="comma-separated feature columns (default: all others)")
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
-    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty (l2/2)||W||^2")
-    p.add_argument("--patience", type=int, default=defaults.patience)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    _add_hyper_parameter_flags(p)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validation")
@@ -74,19 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per hyper-parameter (``--batch-size``, ``--lr`` ...), from model.params."""
+    group = parser.add_argument_group("training settings")
+    for parameter in HYPER_PARAMETERS:
+        how: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}  # --standardize / --no-standardize
+            if parameter.kind is bool
+            else {"type": parameter.kind, "choices": parameter.choices or None}
+        )
+        group.add_argument(
+            *parameter.cli_flags,
+            dest=parameter.name,
+            default=parameter.default,
+            help=f"{parameter.help} (default: %(default)s)",
+            **how,
+        )
+
+
 def _estimator(args: argparse.Namespace, **overrides: Any) -> SoftmaxRegression:
-    settings: dict[str, Any] = dict(
-        learning_rate=args.lr,
-        schedule=args.schedule,
-        momentum=args.momentum,
-        l2=args.l2,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        patience=args.patience,
-        seed=args.seed,
-    )
-    settings.update(overrides)
-    return SoftmaxRegression(**settings)
+    settings = {parameter.name: getattr(args, parameter.name) for parameter in HYPER_PARAMETERS}
+    return SoftmaxRegression(**(settings | overrides))
 
 
 def _fit(

@@ -23,6 +23,9 @@ from .errors import (
 from .maths import Float, Index
 
 __all__ = [
+    "check_1d",
+    "check_2d",
+    "check_finite",
     "check_labels",
     "check_matrix",
     "check_same_length",
@@ -46,6 +49,60 @@ def first_non_finite(arr: NDArray[Any]) -> tuple[int, int] | None:
         return None
     row, column = (int(v) for v in np.argwhere(~finite)[0])
     return row, column
+
+
+def check_2d(
+    array: NDArray[Any],
+    name: str,
+    *,
+    axes: str = "n_samples, n_features",
+    field: str | None = None,
+    error: type[InvalidInputError] = InvalidInputError,
+    numeric: bool = False,
+) -> None:
+    """Refuse (with ``error``) an array that is not 2-D ``(axes)`` or, if ``numeric``, holds
+    no numbers. ``name`` starts the message; ``field`` defaults to it."""
+    if array.ndim != 2:
+        raise error(f"{name} must be 2-D ({axes}), got shape {array.shape}", field=field or name)
+    if numeric and array.dtype.kind not in "biuf":
+        raise error(f"{name} must be numeric, got dtype {array.dtype}", field=field or name)
+
+
+def check_finite(
+    array: NDArray[Any],
+    name: str,
+    *,
+    field: str | None = None,
+    error: type[InvalidInputError] = NonFiniteError,
+) -> None:
+    """Refuse (with ``error``, naming the row and column) a 2-D array holding NaN or ±inf."""
+    if (bad := first_non_finite(array)) is not None:
+        row, column = bad
+        raise error(
+            f"{name} must be finite, got {array[row, column]} at row {row}, column {column}",
+            field=field or name,
+            row=row,
+        )
+
+
+def check_1d(
+    values: Any,
+    name: str,
+    *,
+    field: str | None = None,
+    error: type[InvalidInputError] = InvalidInputError,
+    allow_empty: bool = False,
+) -> NDArray[Any]:
+    """``values`` as a 1-D ``(n_samples,)`` array of labels; refused with ``error`` when not
+    1-D, and with EmptyInputError when empty unless ``allow_empty``."""
+    labels = np.asarray(values)
+    if labels.ndim != 1:
+        raise error(
+            f"{name} must be 1-D (n_samples,), got shape {labels.shape}", field=field or name
+        )
+    if not allow_empty and labels.shape[0] == 0:
+        raise EmptyInputError(f"{name} is empty; expected at least one label", field=field or name)
+    return labels
 
 
 def _first_bad_cell(rows: Any) -> tuple[int, int, Any] | None:

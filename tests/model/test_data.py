@@ -18,13 +18,10 @@ from numpy.typing import NDArray
 from model.data import (
     BUILTIN_DATASETS,
     Dataset,
-    fingerprint,
     load_builtin,
     load_csv,
     load_dataset,
     load_npz,
-    stratified_kfold,
-    train_val_test_split,
 )
 from model.errors import (
     DataFileError,
@@ -35,6 +32,7 @@ from model.errors import (
     LengthMismatchError,
     NonFiniteError,
 )
+from model.splits import fingerprint, stratified_kfold, train_val_test_split
 
 IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 DIGITS_COUNTS = {0: 178, 1: 182, 2: 177, 3: 183, 4: 181, 5: 182, 6: 181, 7: 179, 8: 174, 9: 180}

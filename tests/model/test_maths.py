@@ -189,3 +189,23 @@ def test_log_softmax_agrees_with_log_of_softmax(Z: np.ndarray) -> None:
 def test_softmax_matches_scipy(Z: np.ndarray) -> None:
     assert np.allclose(maths.softmax(Z), scipy.special.softmax(Z, axis=1), rtol=1e-12, atol=1e-300)
     assert np.allclose(maths.logsumexp(Z), scipy.special.logsumexp(Z, axis=1), rtol=1e-13)
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+
+@pytest.mark.parametrize(("m", "d", "k"), SHAPES)
+def test_cross_entropy_is_sklearns_log_loss_and_the_unpenalized_loss(
+    m: int, d: int, k: int
+) -> None:
+    X, y, W, b = random_problem(m, d, k, seed=m + k)
+    Z = X @ W + b
+    loss = maths.cross_entropy(Z, y)
+    assert loss == pytest.approx(
+        sklearn_log_loss(y, maths.softmax(Z), labels=np.arange(k)), rel=1e-12
+    )
+    assert loss == maths.regularized_loss(X, y, W, b, 0.0)
+    assert loss == maths.cross_entropy(Z, y, maths.logsumexp(Z))
+    assert loss == maths.loss_and_gradient(X, y, W, b, 0.3).loss
+    # Given log-probabilities, the normalizer is 0: the same loss up to rounding.
+    assert maths.cross_entropy(maths.log_softmax(Z), y, 0.0) == pytest.approx(loss, rel=1e-12)

@@ -144,7 +144,7 @@ def test_online_step_is_pure() -> None:
     model = SoftmaxRegression(epochs=2).fit(X, y)
     state = model.state_
     weights = state.weights.copy()
-    updated, _ = model.online_step(X[:5], np.searchsorted(model.classes_, y[:5]))
+    updated, _ = model.updated(X[:5], np.searchsorted(model.classes_, y[:5]))
     assert model.state_ is state and np.array_equal(state.weights, weights)
     assert updated.state_.step == state.step + 1
     assert not np.array_equal(updated.state_.weights, weights)

@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.metrics import log_loss as sklearn_log_loss
 
-from model.data import load_builtin, train_val_test_split
+from model.data import load_builtin
 from model.repository import ModelRepository
+from model.splits import train_val_test_split
 from model.store import LocalArtifactStore
 from model.train import SEARCH_L2, SEARCH_LEARNING_RATES, main
 
