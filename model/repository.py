@@ -38,11 +38,9 @@ from .errors import (
     ModelChangedError,
     ModelError,
     ModelNotFoundError,
-    NotFittedError,
     VersionNotFoundError,
 )
 from .optimizer import TrainState
-from .preprocessing import Standardizer
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
@@ -172,60 +170,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def snapshot_arrays(estimator: SoftmaxRegression) -> dict[str, Any]:
-    if not estimator.is_fitted:
-        raise NotFittedError("this model has not been trained: call fit or initialize first")
-    state = estimator.state_
-    arrays: dict[str, Any] = {
-        "weights": state.weights,
-        "bias": state.bias,
-        "mean": estimator.standardizer_.mean,
-        "scale": estimator.standardizer_.scale,
-        "classes": estimator.classes_,
-    }
-    if state.velocity_weights is not None and state.velocity_bias is not None:
-        arrays["velocity_weights"] = state.velocity_weights
-        arrays["velocity_bias"] = state.velocity_bias
-    if estimator.feature_names_ is not None:
-        arrays["feature_names"] = np.array(estimator.feature_names_)
-    return arrays
-
-
-def estimator_from_snapshot(arrays: Any, meta: VersionMeta) -> SoftmaxRegression:
-    """Rebuild the estimator a snapshot artifact describes."""
-    a = arrays
+def _estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> SoftmaxRegression:
+    """The estimator a snapshot artifact describes (the estimator owns its codec)."""
     try:
-        estimator = SoftmaxRegression(**meta.params)
-        state = TrainState(
-            weights=np.asarray(a["weights"], dtype=np.float64),
-            bias=np.asarray(a["bias"], dtype=np.float64),
-            velocity_weights=a.get("velocity_weights"),
-            velocity_bias=a.get("velocity_bias"),
+        return SoftmaxRegression.from_arrays(
+            arrays,
+            params=meta.params,
             step=meta.step,
+            epochs_run=int(meta.training.get("epochs_run", 0)),
         )
-        estimator.classes_ = a["classes"]
-        names = a.get("feature_names")
-        estimator.feature_names_ = tuple(str(n) for n in names) if names is not None else None
-        estimator.standardizer_ = Standardizer(mean=a["mean"], scale=a["scale"])
-        d, k = state.weights.shape
-        shapes_ok = (
-            state.bias.shape == (k,)
-            and estimator.classes_.shape == (k,)
-            and a["mean"].shape == (d,)
-            and a["scale"].shape == (d,)
-            and (names is None or names.shape == (d,))
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise CorruptArtifactError(
-            f"version {meta.version}: snapshot is incomplete ({exc!r})"
+            f"version {meta.version}: snapshot is incomplete or inconsistent ({exc})"
         ) from None
-    if not shapes_ok:
-        raise CorruptArtifactError(f"version {meta.version}: snapshot arrays disagree")
-    estimator.state_ = state
-    estimator.history_ = []
-    estimator.n_epochs_run_ = int(meta.training.get("epochs_run", 0))
-    estimator.best_epoch_ = None
-    return estimator
 
 
 @dataclass
@@ -276,7 +233,7 @@ class ModelRepository:
     ) -> LoadedModel:
         """Store a trained estimator as a new (active) offline snapshot version."""
         check_model_name(name)
-        arrays = snapshot_arrays(estimator)  # raises NotFittedError first
+        arrays = estimator.to_arrays()  # raises NotFittedError first
         with self.store.lock(name):
             meta = replace(
                 self._snapshot_meta(estimator, self._active_or_none(name), source="offline"),
@@ -324,7 +281,7 @@ class ModelRepository:
             X_checked = check_matrix(X, estimator.n_features_in_)
             y_index = check_labels(y, estimator.classes_)
             check_same_length(X_checked.shape[0], y_index)
-            updated, report = estimator.online_step(
+            updated, report = estimator.updated(
                 X_checked, y_index, learning_rate=learning_rate, passes=passes
             )
             online = OnlineStats(
@@ -399,9 +356,7 @@ class ModelRepository:
             if parent is None:
                 record = self.store.read(name, cursor)
                 meta = VersionMeta.from_json(record.meta)
-                start = LoadedModel(
-                    name, cursor, estimator_from_snapshot(record.arrays, meta), meta
-                )
+                start = LoadedModel(name, cursor, _estimator_from(record.arrays, meta), meta)
                 break
             pending.append(cursor)
             cursor = parent
@@ -481,7 +436,7 @@ class ModelRepository:
         if online is None or "X" not in record.arrays or "y" not in record.arrays:
             raise CorruptArtifactError(f"version {meta.version}: update is incomplete")
         X, y = record.arrays["X"], record.arrays["y"].astype(np.intp)
-        updated, _ = parent.estimator.online_step(
+        updated, _ = parent.estimator.updated(
             X, y, learning_rate=online.learning_rate, passes=online.passes
         )
         if state_digest(updated.state_) != meta.digest:
@@ -505,7 +460,7 @@ class ModelRepository:
         a snapshot once the chain since the last one would outweigh a snapshot or grow longer
         than ``snapshot_every``."""
         update_arrays = {"X": X, "y": y_index.astype(np.int64)}
-        snapshot = snapshot_arrays(updated)
+        snapshot = updated.to_arrays()
         chain_length = parent.meta.chain_length + 1
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
         if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):

@@ -161,6 +161,37 @@ def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int
     }
 
 
+def _test_metrics(estimator: SoftmaxRegression, data: Dataset, test: Index) -> dict[str, Any]:
+    """The classification report on the held-out test rows (empty without any)."""
+    if not test.size:
+        return {}
+    y_test = check_labels(data.y[test], estimator.classes_)
+    proba = estimator.predict_proba(data.X[test])
+    return classification_report(
+        y_test, proba.argmax(axis=1), proba, [c.item() for c in estimator.classes_]
+    )
+
+
+def _summary(args: argparse.Namespace, report: dict[str, Any]) -> str:
+    """The report as the few lines a person reads."""
+    lines = [f"model {report['model']} version {report['version']} written to {args.store}"]
+    if report["test_accuracy"] is not None:
+        lines.append(
+            f"test accuracy {report['test_accuracy']:.4f}, "
+            f"test log-loss {report['test_log_loss']:.4f}"
+        )
+    if args.cv:
+        cv = report["cv"]
+        lines.append(
+            f"{cv['k']}-fold CV accuracy {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f}"
+        )
+    if args.search:
+        best = report["search"]["best"]
+        lines.append(f"search: best learning rate {best['learning_rate']}, l2 {best['l2']}")
+    lines.append(f"epochs run {report['epochs_run']}, {report['seconds']} s")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | None:
     started = time.perf_counter()
     store = LocalArtifactStore(args.store)
@@ -191,14 +222,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     estimator = _fit(
         _estimator(args, **chosen), data, train, val, progress=progress, description=name
     )
-    if test.size:
-        y_test = check_labels(data.y[test], estimator.classes_)
-        proba = estimator.predict_proba(data.X[test])
-        metrics = classification_report(
-            y_test, proba.argmax(axis=1), proba, [c.item() for c in estimator.classes_]
-        )
-    else:
-        metrics = {}
+    metrics = _test_metrics(estimator, data, test)
     training = {
         "data": data.source,
         "rows": {"train": int(train.size), "validation": int(val.size), "test": int(test.size)},
@@ -231,24 +255,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         best_epoch=estimator.best_epoch_,
         seconds=round(time.perf_counter() - started, 3),
     )
-    if args.json:
-        print(json.dumps(report), file=out)
-    else:
-        summary = [f"model {name} version {saved.version} written to {args.store}"]
-        if metrics:
-            summary.append(
-                f"test accuracy {metrics['accuracy']:.4f}, test log-loss {metrics['log_loss']:.4f}"
-            )
-        if args.cv:
-            cv = report["cv"]
-            summary.append(
-                f"{cv['k']}-fold CV accuracy {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f}"
-            )
-        if args.search:
-            best = report["search"]["best"]
-            summary.append(f"search: best learning rate {best['learning_rate']}, l2 {best['l2']}")
-        summary.append(f"epochs run {estimator.n_epochs_run_}, {report['seconds']} s")
-        print("\n".join(summary), file=out)
+    print(json.dumps(report) if args.json else _summary(args, report), file=out)
     return report
 
 

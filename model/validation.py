@@ -118,6 +118,52 @@ def _first_bad_cell(rows: Any) -> tuple[int, int, Any] | None:
     return None
 
 
+def _as_float64(X: ArrayLike, n_features: int | None, field: str) -> NDArray[Any]:
+    """``X`` converted to float64 (any shape), refusing what is not made of real numbers."""
+    if isinstance(X, np.ndarray):
+        if X.dtype == np.float64:
+            return X
+        if X.dtype.kind in "iuf":
+            return X.astype(np.float64)
+        if X.dtype.kind == "b":
+            raise NotANumberError(f"{field}: expected numbers, got booleans", field=field)
+        raise NotANumberError(
+            f"{field}: expected numbers, got an array of dtype {X.dtype}", field=field
+        )
+    bad = _first_bad_cell(X) if isinstance(X, (list, tuple)) else None
+    if bad is not None:
+        row, column, value = bad
+        if column < 0:
+            raise NotANumberError(
+                f"{field}: expected each row to be a list of numbers, "
+                f"got {describe_value(value)} at row {row}",
+                field=field,
+                row=row,
+            )
+        raise NotANumberError(
+            f"{field}: expected a number at row {row}, column {column}, "
+            f"got {describe_value(value)}",
+            field=field,
+            row=row,
+        )
+    try:
+        return np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        # Ragged rows: name the first row whose length differs from what is expected.
+        rows: Any = X if isinstance(X, (list, tuple)) else []
+        width = n_features if n_features is not None else len(rows[0]) if rows else 0
+        for row, values in enumerate(rows):
+            if len(values) != width:
+                raise FeatureCountError(
+                    f"{field}: expected {width} features, got {len(values)} (row {row})",
+                    field=field,
+                    row=row,
+                ) from None
+        raise FeatureCountError(
+            f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
+        ) from None
+
+
 def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "instances") -> Float:
     """Return ``X`` as a C-contiguous float64 ``(n_samples, n_features)`` array.
 
@@ -125,51 +171,7 @@ def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "i
     numbers belong, ragged or non-2-D input, no rows, the wrong number of features and
     non-finite values. A float64 array that passes is returned as is, not copied.
     """
-    if isinstance(X, np.ndarray) and X.dtype == np.float64:
-        arr = X
-    else:
-        if isinstance(X, np.ndarray):
-            if X.dtype.kind in "iuf":
-                arr = X.astype(np.float64)
-            elif X.dtype.kind == "b":
-                raise NotANumberError(f"{field}: expected numbers, got booleans", field=field)
-            else:
-                raise NotANumberError(
-                    f"{field}: expected numbers, got an array of dtype {X.dtype}", field=field
-                )
-        else:
-            bad = _first_bad_cell(X) if isinstance(X, (list, tuple)) else None
-            if bad is not None:
-                row, column, value = bad
-                if column < 0:
-                    raise NotANumberError(
-                        f"{field}: expected each row to be a list of numbers, "
-                        f"got {describe_value(value)} at row {row}",
-                        field=field,
-                        row=row,
-                    )
-                raise NotANumberError(
-                    f"{field}: expected a number at row {row}, column {column}, "
-                    f"got {describe_value(value)}",
-                    field=field,
-                    row=row,
-                )
-            try:
-                arr = np.asarray(X, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                # Ragged rows: name the first row whose length differs from what is expected.
-                rows: Any = X if isinstance(X, (list, tuple)) else []
-                width = n_features if n_features is not None else len(rows[0]) if rows else 0
-                for row, values in enumerate(rows):
-                    if len(values) != width:
-                        raise FeatureCountError(
-                            f"{field}: expected {width} features, got {len(values)} (row {row})",
-                            field=field,
-                            row=row,
-                        ) from None
-                raise FeatureCountError(
-                    f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
-                ) from None
+    arr = _as_float64(X, n_features, field)
     if arr.ndim == 1 and arr.shape[0] == 0:  # ``[]``: no rows at all, not a shape problem
         raise EmptyInputError(f"{field}: expected at least one row, got none", field=field)
     if arr.ndim != 2:

@@ -1,7 +1,7 @@
 """Offline oracles for the integration tests: what the store must hold after the server ran.
 
 The server is checked against the project's own offline path (``ModelRepository.load`` and
-``SoftmaxRegression.online_step``), run here in the test process on the store the server wrote.
+``SoftmaxRegression.updated``), run here in the test process on the store the server wrote.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class StoreOracle:
     def apply(self, parent: LoadedModel, batch: Minibatch, online: Mapping[str, Any]) -> Any:
         """The estimator ``batch`` makes of ``parent``, computed here, as the server should."""
         y_index = check_labels(list(batch.labels), parent.estimator.classes_)
-        updated, _ = parent.estimator.online_step(
+        updated, _ = parent.estimator.updated(
             batch.X,
             y_index,
             learning_rate=online.get("learning_rate"),

@@ -157,7 +157,7 @@ def test_concurrent_updates_are_serialized_and_equal_a_sequential_replay(
     estimator = repository(iris_store).load("iris", 1).estimator
     for _, _, seed in outcomes:
         X, labels = minibatch(seed)
-        estimator, _ = estimator.online_step(
+        estimator, _ = estimator.updated(
             X, check_labels(labels, estimator.classes_), learning_rate=0.05
         )
     current = runtime.require()
