@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_training.py [--rounds 3] [--blas-threads 1] [--json out.json]
 
-Two data sets, each split once (stratified, seed 0) with ``model.data.train_val_test_split``
+Two data sets, each split once (stratified, seed 0) with ``model.splits.train_val_test_split``
 into 70% train, 10% validation and 20% test:
 
 * ``digits``: the bundled 8x8 digits (1,797 rows, 64 features, 10 classes);

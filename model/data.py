@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import gzip
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from . import splits
 from .errors import (
     DataFileError,
     EmptyInputError,
@@ -56,6 +58,22 @@ __all__ = [
 ]
 
 FilePath = str | os.PathLike[str]
+
+# Until 0.2 this module re-exported the split functions; they live in model.splits. Old
+# imports keep working, with a DeprecationWarning (README, "Deprecations").
+_MOVED_TO_SPLITS = ("stratified_kfold", "train_val_test_split")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SPLITS:
+        warnings.warn(
+            f"model.data.{name} is deprecated: import it from model.splits",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(splits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # name -> (file in model/datasets/, label column)
 _BUILTINS: dict[str, tuple[str, str]] = {

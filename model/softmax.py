@@ -12,6 +12,7 @@ All learned state is replaced, never edited in place: ``state_`` is a frozen
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Self
@@ -417,7 +418,10 @@ class SoftmaxRegression:
     def online_step(
         self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
     ) -> tuple[SoftmaxRegression, StepReport]:
-        """Deprecated alias of :meth:`updated`."""
+        """Deprecated alias of :meth:`updated` (README, "Deprecations")."""
+        warnings.warn(
+            "SoftmaxRegression.online_step is deprecated: use updated", DeprecationWarning, 2
+        )
         return self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
 
     # ----------------------------------------------------------------- inference

@@ -72,3 +72,25 @@ def test_malformed_metadata_is_a_corrupt_artifact(
     raw = LocalArtifactStore(old_store).read_meta("iris", 2)
     with pytest.raises(CorruptArtifactError, match=message):
         VersionMeta.from_json({**raw, **change})
+
+
+def test_the_split_functions_still_import_from_model_data_with_a_warning() -> None:
+    from model import splits
+
+    for name in ("train_val_test_split", "stratified_kfold"):
+        with pytest.warns(DeprecationWarning, match=f"model.data.{name} is deprecated"):
+            moved = getattr(__import__("model.data", fromlist=[name]), name)
+        assert moved is getattr(splits, name)
+
+
+def test_online_step_is_a_deprecated_alias_of_updated() -> None:
+    from model import SoftmaxRegression
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.1], [1.1, 0.0]])
+    estimator = SoftmaxRegression(epochs=3, batch_size=2).fit(X, ["a", "b", "a", "b"])
+    y_index = np.array([0, 1])
+    with pytest.warns(DeprecationWarning, match="online_step is deprecated: use updated"):
+        old, old_report = estimator.online_step(X[:2], y_index)
+    new, new_report = estimator.updated(X[:2], y_index)
+    assert old_report == new_report
+    assert np.array_equal(old.state_.weights, new.state_.weights)
