@@ -52,7 +52,6 @@ API_KEY = "bench-key"
 N_FEATURES = 64
 BIG_FEATURES = 100_000
 BIG_CLASSES = 100
-TARGET_TRAIN_UPDATES = 500.0
 
 # wrk's Lua: a fixed POST body read from a file; done() prints one machine-readable line with
 # the percentiles (microseconds) and, from per-thread counters, how many answers were 200.
@@ -129,12 +128,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server(
-    name: str, argv: list[str], port: int, log_dir: Path, ready_body: bytes
+    name: str, argv: list[str], port: int, log_dir: Path, ready_body: bytes, cwd: Path = REPO
 ) -> Iterator[str]:
-    """Start one server process, wait until POST /predict answers 200, stop it afterwards."""
+    """Start one server process, wait until POST /predict answers 200, stop it afterwards.
+
+    ``cwd`` is the source tree it runs (``python -m`` puts it first on the path)."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -285,26 +286,28 @@ def bench_predict(
     args: argparse.Namespace, work: Path, store: Path, bodies: dict[str, Path]
 ) -> dict[str, Any]:
     ready = bodies["predict-1"].read_bytes()
-    port_ours, port_bare = free_port(), free_port()
-    series = {
-        (rows, who): Series(f"{who} {rows}-row") for rows in (1, 100) for who in ("ours", "bare")
-    }
-    with (
-        server("ours", ours_argv(args, port_ours, store), port_ours, work, ready) as ours,
-        server("bare", bare_argv(port_bare), port_bare, work, ready) as bare,
-    ):
-        urls = {"ours": ours + "/predict", "bare": bare + "/predict"}
+    servers = {"ours": REPO, "bare": REPO}
+    if args.before_tree:
+        servers["before"] = Path(args.before_tree)
+    series = {(rows, who): Series(f"{who} {rows}-row") for rows in (1, 100) for who in servers}
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for who, tree in servers.items():
+            port = free_port()
+            argv = bare_argv(port) if who == "bare" else ours_argv(args, port, store)
+            url = stack.enter_context(server(who, argv, port, work, ready, cwd=tree))
+            urls[who] = url + "/predict"
         scripts = {
             rows: lua_script(work, bodies[f"predict-{rows}"], auth=False, count_200=False)
             for rows in (1, 100)
         }
         print(f"warm-up: {args.warmup:g} s per server and body", flush=True)
         for rows in (1, 100):
-            for who in ("ours", "bare"):
+            for who in servers:
                 run_wrk(args, urls[who], scripts[rows], args.warmup)
         for round_number in range(1, args.rounds + 1):
-            # Alternate who goes first, so a drift in background load hits both alike.
-            order = ("ours", "bare") if round_number % 2 else ("bare", "ours")
+            # Alternate who goes first, so a drift in background load hits all alike.
+            order = tuple(servers) if round_number % 2 else tuple(reversed(servers))
             for rows in (1, 100):
                 for who in order:
                     run = run_wrk(args, urls[who], scripts[rows], args.duration)
@@ -320,7 +323,7 @@ def bench_predict(
     )
     summary: dict[str, Any] = {}
     for rows in (1, 100):
-        for who in ("ours", "bare"):
+        for who in servers:
             s = series[(rows, who)]
             print(
                 f"{rows:4d}  {who:6s}  {s.median('rps'):8.0f}  {s.median('p50_ms'):7.2f}  "
@@ -338,9 +341,15 @@ def bench_predict(
             f"{paired:.2f}), p50 {p50_ratio:.2f}, p99 {p99_ratio:.2f}  -> target >= 1.00: "
             f"{'MET' if ratio >= 1.0 else f'MISSED by {(1 - ratio) * 100:.0f}%'}"
         )
+        if "before" in servers:
+            before_s = series[(rows, "before")]
+            print(
+                f"{rows:4d}  before/bare: throughput "
+                f"{before_s.median('rps') / bare_s.median('rps'):.2f}; ours/before "
+                f"{ours_s.median('rps') / before_s.median('rps'):.2f}"
+            )
         summary[f"{rows}-row"] = {
-            "ours": [asdict(r) for r in ours_s.runs],
-            "bare": [asdict(r) for r in bare_s.runs],
+            **{who: [asdict(r) for r in series[(rows, who)].runs] for who in servers},
             "ours_rps_median": ours_s.median("rps"),
             "bare_rps_median": bare_s.median("rps"),
             "ratio_of_medians": ratio,
@@ -352,44 +361,67 @@ def bench_predict(
 def bench_train_digits(
     args: argparse.Namespace, work: Path, store: Path, bodies: dict[str, Path]
 ) -> dict[str, Any]:
-    ready = bodies["predict-1"].read_bytes()
-    port = free_port()
-    series = Series("train digits")
-    with server("ours-train", ours_argv(args, port, store), port, work, ready) as url:
-        script = lua_script(work, bodies["train-32"], auth=True, count_200=True)
-        run_wrk(args, url + "/train", script, args.warmup)
-        for round_number in range(1, args.train_rounds + 1):
-            before = settled_version(url)
-            run = run_wrk(args, url + "/train", script, args.duration)
-            after = settled_version(url)
-            # wrk stops counting with up to one request per connection still in flight;
-            # those still commit, so the version may move by up to that many more than ok.
-            if not 0 <= (after - before) - run.ok <= args.connections:
-                raise SystemExit(
-                    f"/train: {run.ok} answers were 200 but the active version moved by "
-                    f"{after - before} ({before} -> {after})"
-                )
-            series.runs.append(run)
-            print(
-                f"round {round_number} /train 32-row digits: {run.ok / run.seconds:6.0f} "
-                f"durable updates/s ({run.ok} x 200, version {before} -> {after})  "
-                f"{fmt_run(run)}",
-                flush=True,
-            )
-    rates = [r.ok / r.seconds for r in series.runs]
-    median = statistics.median(rates)
-    print(
-        f"\n/train digits, 32-row minibatches, median over {args.train_rounds} rounds x "
-        f"{args.duration:g} s (wrk -t{args.threads} -c{args.connections}): {median:.0f} durable "
-        f"updates/s, p50 {series.median('p50_ms'):.2f} ms, p99 {series.median('p99_ms'):.2f} ms"
-        f"  -> target >= {TARGET_TRAIN_UPDATES:.0f}/s: "
-        + (
-            "MET"
-            if median >= TARGET_TRAIN_UPDATES
-            else f"MISSED by {(1 - median / TARGET_TRAIN_UPDATES) * 100:.0f}%"
+    """Durable /train rate of ours (and of ``--before-tree``, rounds alternating), each on its
+    own copy of the store."""
+    trees = {"ours": REPO, **({"before": Path(args.before_tree)} if args.before_tree else {})}
+    script = lua_script(work, bodies["train-32"], auth=True, count_200=True)
+    series = {who: Series(f"train digits {who}") for who in trees}
+    for round_number in range(1, args.train_rounds + 1):
+        order = list(trees) if round_number % 2 else list(reversed(trees))
+        for who in order:
+            series[who].runs.append(train_round(args, work, store, bodies, trees[who], who, script))
+    summary: dict[str, Any] = {}
+    for who, found in series.items():
+        rates = [r.ok / r.seconds for r in found.runs]
+        median = statistics.median(rates)
+        print(
+            f"\n/train digits ({who}), 32-row minibatches, median over {args.train_rounds} "
+            f"rounds x {args.duration:g} s (wrk -t{args.threads} -c{args.connections}): "
+            f"{median:.0f} durable updates/s, p50 {found.median('p50_ms'):.2f} ms, "
+            f"p99 {found.median('p99_ms'):.2f} ms"
         )
+        summary[who] = {"runs": [asdict(r) for r in found.runs], "updates_per_s": rates}
+        summary[who]["median"] = median
+    if "before" in series:
+        ratio = summary["ours"]["median"] / summary["before"]["median"]
+        print(f"/train ours/before: {ratio:.2f}")
+    return summary
+
+
+def train_round(
+    args: argparse.Namespace,
+    work: Path,
+    store: Path,
+    bodies: dict[str, Path],
+    tree: Path,
+    who: str,
+    script: Path,
+) -> WrkRun:
+    """One wrk run of /train against a fresh server on a fresh copy of ``store``."""
+    copy = work / f"store-{who}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(store, copy)
+    port = free_port()
+    ready = bodies["predict-1"].read_bytes()
+    argv = ours_argv(args, port, copy)
+    with server(f"{who}-train", argv, port, work, ready, cwd=tree) as url:
+        run_wrk(args, url + "/train", script, args.warmup)
+        before = settled_version(url)
+        run = run_wrk(args, url + "/train", script, args.duration)
+        after = settled_version(url)
+    # wrk stops counting with up to one request per connection still in flight; those still
+    # commit, so the version may move by up to that many more than ok.
+    if not 0 <= (after - before) - run.ok <= args.connections:
+        raise SystemExit(
+            f"/train ({who}): {run.ok} answers were 200 but the active version moved by "
+            f"{after - before} ({before} -> {after})"
+        )
+    print(
+        f"/train 32-row digits ({who}): {run.ok / run.seconds:6.0f} durable updates/s "
+        f"({run.ok} x 200, version {before} -> {after})  {fmt_run(run)}",
+        flush=True,
     )
-    return {"runs": [asdict(r) for r in series.runs], "updates_per_s": rates, "median": median}
+    return run
 
 
 def bench_train_big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -485,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ours-module",
         default="service",
         help="module run as 'python -m MODULE' for our server (to measure a candidate change)",
+    )
+    parser.add_argument(
+        "--before-tree",
+        help="a checkout of an earlier commit: its server is measured beside ours in the same "
+        "rounds (/predict and /train), e.g. from `git worktree add /tmp/before <commit>`",
     )
     parser.add_argument("--tmp-root", help="directory for the temporary stores (default: TMPDIR)")
     parser.add_argument("--json", help="also write the results to this file")
