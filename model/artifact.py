@@ -16,7 +16,12 @@ artifact exist (``VersionMeta.kind``):
   ``velocity_weights``/``velocity_bias`` (momentum buffers), ``mean``/``scale`` (standardization),
   ``classes (k,)`` and optional ``feature_names (d,)``;
 * ``update``: one acknowledged online minibatch: ``X (m, d)`` raw rows and ``y (m,)`` class
-  indices; replaying it on the parent version reproduces this version exactly.
+  indices it was trained on, and optionally ``holdout_X``/``holdout_y``, the rows of the
+  minibatch that went to the guard set instead; replaying it on the parent version reproduces
+  this version exactly, guard set included.
+
+A snapshot may also hold the guard set (:mod:`model.guard`): ``guard_X (g, d)`` raw rows and
+``guard_y (g,)`` class indices, the first ``guard_offline_rows`` of them offline validation rows.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class OnlineStats:
     loss_before: float
     accuracy_before: float
     loss_after: float
+    momentum: bool = True  # False: plain SGD steps, the momentum buffers left alone (0.2)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,14 @@ class VersionMeta(Mapping[str, Any]):
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     fingerprint: str | None = None
+    # Guarded learning (0.2). Absent from older artifacts: their defaults say "none".
+    rows_seen: int = 0
+    guard_offline_rows: int = 0
+    guard_capacity: int = 0
+    guard: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
+    key: str | None = None
+    drift: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -118,7 +132,15 @@ class VersionMeta(Mapping[str, Any]):
             kinds_ok = meta.kind in get_args(Kind) and meta.source in get_args(Source)
             types_ok = all(
                 isinstance(getattr(meta, name), int)
-                for name in ("step", "chain_length", "chain_bytes", "version")
+                for name in (
+                    "step",
+                    "chain_length",
+                    "chain_bytes",
+                    "version",
+                    "rows_seen",
+                    "guard_offline_rows",
+                    "guard_capacity",
+                )
             )
         except TypeError as exc:
             raise CorruptArtifactError(
@@ -157,7 +179,15 @@ class VersionMeta(Mapping[str, Any]):
         else:
             out["digest"] = self.digest
         if self.online is not None:
-            out["online"] = dataclasses.asdict(self.online)
+            online = dataclasses.asdict(self.online)
+            if online["momentum"]:  # the default, and all 0.1.0 knew: written as it wrote
+                del online["momentum"]
+            out["online"] = online
+        # Written only when set, so that what 0.1.0 wrote round-trips unchanged.
+        for name in _GUARDED:
+            value = getattr(self, name)
+            if value:
+                out[name] = value
         return out
 
     @cached_property
@@ -172,6 +202,9 @@ class VersionMeta(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._json)
+
+
+_GUARDED = ("rows_seen", "guard_offline_rows", "guard_capacity", "guard", "verdict", "key", "drift")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
     │   ├── NotANumberError                      a boolean, string or null where a number belongs
     │   ├── UnknownLabelError                    a label that is not one of the model's classes
     │   ├── InvalidParameterError                a hyper-parameter out of its range
+    │   ├── OutOfRangeError                      a row far outside the training data
     │   └── DataFileError                        an unreadable training file (CSV/npz)
     ├── NotFittedError                           the estimator has not been trained yet
     ├── DivergenceError                          an update would make a weight non-finite
+    ├── UpdateRejectedError                      the guard judged an update harmful
     └── StoreError                               the artifact store
         ├── ModelNotFoundError                   no such model name (or the store is empty)
         ├── VersionNotFoundError                 no such version (or removed by retention)
@@ -45,10 +47,12 @@ __all__ = [
     "NonFiniteError",
     "NotANumberError",
     "NotFittedError",
+    "OutOfRangeError",
     "StoreBusyError",
     "StoreError",
     "UnknownFeatureError",
     "UnknownLabelError",
+    "UpdateRejectedError",
     "VersionNotFoundError",
 ]
 
@@ -101,6 +105,10 @@ class InvalidParameterError(InvalidInputError):
     code = "invalid_parameter"
 
 
+class OutOfRangeError(InvalidInputError):
+    code = "out_of_range"
+
+
 class DataFileError(InvalidInputError):
     code = "invalid_data_file"
 
@@ -111,6 +119,16 @@ class NotFittedError(ModelError):
 
 class DivergenceError(ModelError):
     code = "diverged"
+
+
+class UpdateRejectedError(ModelError):
+    """``details`` holds the figures behind the decision (the guard's verdict)."""
+
+    code = "update_rejected"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class StoreError(ModelError):

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -32,13 +32,28 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .artifact import OnlineStats, Record, Source, VersionMeta
+from .drift import DriftState
 from .errors import (
     CorruptArtifactError,
     InvalidParameterError,
     ModelChangedError,
     ModelError,
     ModelNotFoundError,
+    UpdateRejectedError,
     VersionNotFoundError,
+)
+from .guard import (
+    GUARD_BYTES,
+    GuardFigures,
+    GuardPolicy,
+    GuardSet,
+    Verdict,
+    check_in_range,
+    figures,
+    holdout_mask,
+    judge,
+    relative_step,
+    row_losses,
 )
 from .optimizer import TrainState
 from .prequential import PrequentialFigures, PrequentialWindow
@@ -68,6 +83,17 @@ class LoadedModel:
     version: int
     estimator: SoftmaxRegression
     meta: VersionMeta
+    guard: GuardSet | None = None  # None: no guard set (a model from before 0.2, or none kept)
+    _figures: dict[float, GuardFigures | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def guard_figures(self, quantile: float = GuardPolicy.surprise_quantile) -> GuardFigures | None:
+        """This version on its own guard set (computed once per quantile, then cached)."""
+        if quantile not in self._figures:
+            guard = self.guard
+            self._figures[quantile] = figures(self.estimator, guard, quantile) if guard else None
+        return self._figures[quantile]
 
     @cached_property
     def classes(self) -> list[Any]:
@@ -91,9 +117,15 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class UpdateResult:
+    """A committed update: the new version, the one it was applied to, the minibatch's
+    prequential report, the guard's verdict (None when it did not judge) and how many rows of
+    the minibatch went to the guard set instead of training."""
+
     model: LoadedModel
     previous_version: int
     report: StepReport
+    verdict: Verdict | None = None
+    held_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,6 +217,39 @@ def _estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> So
         ) from None
 
 
+def _guard_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> GuardSet | None:
+    """The guard set a snapshot holds (None when it holds none)."""
+    if "guard_X" not in arrays or "guard_y" not in arrays:
+        return None
+    X, y = arrays["guard_X"], arrays["guard_y"].astype(np.intp)
+    if X.ndim != 2 or X.shape[0] != y.shape[0] or not 0 <= meta.guard_offline_rows <= y.shape[0]:
+        raise CorruptArtifactError(f"version {meta.version}: guard set arrays disagree")
+    return GuardSet(np.asarray(X, dtype=np.float64), y, meta.guard_offline_rows)
+
+
+def _guard_arrays(guard: GuardSet | None) -> dict[str, NDArray[Any]]:
+    if guard is None or not guard.rows:
+        return {}
+    return {"guard_X": guard.X, "guard_y": guard.y.astype(np.int64)}
+
+
+@dataclass(frozen=True, eq=False)
+class _Step:
+    """A candidate update: the checked minibatch ``X, y``, which rows were ``held`` out for
+    the guard set, the rows trained on, the resulting estimator and guard set."""
+
+    X: NDArray[np.float64]
+    y: NDArray[np.intp]
+    held: NDArray[np.bool_]
+    train_X: NDArray[np.float64]
+    train_y: NDArray[np.intp]
+    updated: SoftmaxRegression
+    report: StepReport
+    guard: GuardSet | None
+    learning_rate: float | None
+    passes: int
+
+
 @dataclass
 class _StreamCursor:
     """How far one process has folded a model's online stream into its window."""
@@ -200,10 +265,27 @@ class ModelRepository:
     """
 
     def __init__(
-        self, store: ArtifactStore, *, keep_last: int | None = 100, snapshot_every: int = 100
+        self,
+        store: ArtifactStore,
+        *,
+        keep_last: int | None = 100,
+        snapshot_every: int = 100,
+        guard: GuardPolicy | None = None,
+        holdout_every: int = 0,
+        guard_online_rows: int = 1000,
+        online_momentum: bool = True,
+        drift_delta: float = 0.05,
+        drift_threshold: float = 5.0,
     ) -> None:
         """``keep_last=None`` never removes versions (the training CLI's default: retention
-        is the serving side's policy)."""
+        is the serving side's policy). ``guard`` judges updates (:mod:`model.guard`; default
+        off, as before 0.2: the service turns it on). Every ``holdout_every``-th online row goes
+        to the guard set instead of training (0: none), which keeps the newest
+        ``guard_online_rows`` of them. ``online_momentum=False`` makes each online update plain
+        SGD steps that leave the momentum buffers alone, so that an update's effect is its own
+        (the service's default). ``drift_delta`` and ``drift_threshold`` set the Page-Hinkley
+        test (:mod:`model.drift`).
+        """
         if (keep_last is not None and keep_last < 1) or snapshot_every < 1:
             raise InvalidParameterError(
                 f"keep_last and snapshot_every must be >= 1, got {keep_last}, {snapshot_every}"
@@ -211,6 +293,11 @@ class ModelRepository:
         self.store = store
         self.keep_last = keep_last
         self.snapshot_every = snapshot_every
+        self.policy = guard or GuardPolicy(mode="off")
+        self.holdout_every = holdout_every
+        self.guard_online_rows = guard_online_rows
+        self.online_momentum = online_momentum
+        self.drift = DriftState(delta=drift_delta, threshold=drift_threshold)
         self._streams: dict[tuple[str, int], _StreamCursor] = {}
         self._streams_lock = threading.Lock()
 
@@ -230,22 +317,34 @@ class ModelRepository:
         metrics: dict[str, Any] | None = None,
         fingerprint: str | None = None,
         keep: bool = False,
+        guard: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
+        guard_rows: int = 2000,
     ) -> LoadedModel:
-        """Store a trained estimator as a new (active) offline snapshot version."""
+        """Store a trained estimator as a new (active) offline snapshot version.
+
+        ``guard=(X, y)``: held-out labelled rows the estimator was not trained on (the
+        validation split), kept as the version's guard set: the first ``guard_rows`` of them,
+        and no more than :data:`~model.guard.GUARD_BYTES` of features.
+        """
         check_model_name(name)
         arrays = estimator.to_arrays()  # raises NotFittedError first
+        guard_set = self._offline_guard(estimator, guard, guard_rows)
+        meta = self._snapshot_meta(estimator, None, source="offline")
+        loaded = LoadedModel(name, 0, estimator, meta, guard_set)
         with self.store.lock(name):
             meta = replace(
                 self._snapshot_meta(estimator, self._active_or_none(name), source="offline"),
                 training=training or {},
                 metrics=metrics or {},
                 fingerprint=fingerprint,
+                guard_offline_rows=guard_set.offline if guard_set else 0,
+                guard=self._figures_json(loaded),
             )
-            stored = self._write(name, meta, arrays)
+            stored = self._write(name, meta, {**arrays, **_guard_arrays(guard_set)})
             if keep:
                 self.store.set_kept(name, stored.version, True)
             self._prune_after_commit(name)
-            return LoadedModel(name, stored.version, estimator, stored)
+            return replace(loaded, version=stored.version, meta=stored)
 
     def update(
         self,
@@ -257,14 +356,19 @@ class ModelRepository:
         passes: int = 1,
         base: LoadedModel | None = None,
         on_commit: Callable[[LoadedModel], None] | None = None,
+        key: str | None = None,
+        force: bool = False,
     ) -> UpdateResult:
         """Apply one online minibatch to the active version and store the result durably.
 
         Runs under the store's lock and always starts from the store's active version (``base``
-        only saves work when it is that version). When this returns, the new version is on
-        disk (fsynced) and active. Invalid input or a diverging update raises and stores
-        nothing. ``on_commit`` runs with the new version while the lock is still held, so a
-        caller can publish it before any later writer's version.
+        only saves work when it is that version). The guard judges the update first
+        (:mod:`model.guard`): a harmful one raises :class:`UpdateRejectedError` unless
+        ``force`` (an administrator's override, recorded). When this returns, the new version
+        is on disk (fsynced) and active. Invalid input, a diverging or a refused update raises
+        and stores nothing. ``on_commit`` runs with the new version while the lock is still
+        held, so a caller can publish it before any later writer's version. ``key`` names the
+        client, recorded in the version's metadata.
         """
         with self.store.lock(name):
             head = self.store.head(name)
@@ -281,25 +385,83 @@ class ModelRepository:
             X_checked = check_matrix(X, estimator.n_features_in_)
             y_index = check_labels(y, estimator.classes_)
             check_same_length(X_checked.shape[0], y_index)
-            updated, report = estimator.updated(
-                X_checked, y_index, learning_rate=learning_rate, passes=passes
-            )
-            online = OnlineStats(
-                report.n,
-                learning_rate,
-                passes,
-                report.loss_before,
-                report.accuracy_before,
-                report.loss_after,
-            )
-            stored = self._write(
-                name, *self._update_record(current, updated, X_checked, y_index, online)
-            )
-            loaded = LoadedModel(name, stored.version, updated, stored)
+            step = self._step(current, X_checked, y_index, learning_rate, passes)
+            # After the step, so that an update that would diverge says so (DivergenceError).
+            if self.policy.mode == "enforce" and not force:
+                check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
+            verdict = self._judge(current, step, force)
+            stored = self._write(name, *self._update_record(current, step, verdict, key, force))
+            loaded = LoadedModel(name, stored.version, step.updated, stored, step.guard)
             if on_commit is not None:
                 on_commit(loaded)
             self._prune_after_commit(name)
-            return UpdateResult(loaded, current.version, report)
+            return UpdateResult(loaded, current.version, step.report, verdict, int(step.held.sum()))
+
+    def _step(
+        self,
+        current: LoadedModel,
+        X: NDArray[np.float64],
+        y_index: NDArray[np.intp],
+        learning_rate: float | None,
+        passes: int,
+    ) -> _Step:
+        """The candidate update: the rows held out for the guard set, the rest trained on."""
+        held = holdout_mask(current.meta.rows_seen, y_index.shape[0], self.holdout_every)
+        estimator = current.estimator
+        train_X, train_y = (X[~held], y_index[~held]) if held.any() else (X, y_index)
+        if train_y.shape[0]:
+            updated, report = estimator.updated(
+                train_X,
+                train_y,
+                learning_rate=learning_rate,
+                passes=passes,
+                momentum=self.online_momentum,
+            )
+        else:  # every row went to the guard set: nothing to learn from
+            updated, report = estimator, StepReport(0, 0.0, 0.0, 0.0)
+        if held.any():  # the prequential figures cover every row of the minibatch
+            before = row_losses(estimator, X, y_index)
+            correct = estimator.decision_function_checked(X).argmax(axis=1) == y_index
+            after = row_losses(updated, X, y_index)
+            report = StepReport(
+                int(y_index.shape[0]),
+                float(before.mean()),
+                float(correct.mean()),
+                float(after.mean()),
+            )
+        guard = current.guard
+        if held.any():
+            base_guard = guard or GuardSet.empty(X.shape[1])
+            guard = base_guard.extended(X[held], y_index[held], self.guard_online_rows)
+        return _Step(
+            X, y_index, held, train_X, train_y, updated, report, guard, learning_rate, passes
+        )
+
+    def _judge(self, current: LoadedModel, step: _Step, force: bool) -> Verdict | None:
+        """The guard's verdict on ``step`` (None: not judged); raises when it refuses."""
+        policy = self.policy
+        guard = current.guard
+        if policy.mode == "off" or guard is None or guard.rows < policy.min_rows:
+            return None
+        before = current.guard_figures(policy.surprise_quantile)
+        after = figures(step.updated, guard, policy.surprise_quantile)
+        assert before is not None and after is not None  # the guard set has rows
+        batch_losses = row_losses(current.estimator, step.X, step.y)
+        moved = relative_step(current.estimator.state_.weights, step.updated.state_.weights)
+        verdict = judge(before, after, batch_losses, moved, policy)
+        if not verdict.accepted:
+            if policy.mode == "enforce" and not force:
+                raise UpdateRejectedError(
+                    f"update refused: {verdict.explain()}; the model is unchanged",
+                    details=verdict.to_json(),
+                )
+            log.warning(
+                "model %r: update %s although the guard refuses it: %s",
+                current.name,
+                "forced" if force else "applied (guard in log mode)",
+                verdict.explain(),
+            )
+        return verdict
 
     def activate(
         self,
@@ -356,7 +518,9 @@ class ModelRepository:
             if parent is None:
                 record = self.store.read(name, cursor)
                 meta = VersionMeta.from_json(record.meta)
-                start = LoadedModel(name, cursor, _estimator_from(record.arrays, meta), meta)
+                estimator = _estimator_from(record.arrays, meta)
+                guard = _guard_from(record.arrays, meta)
+                start = LoadedModel(name, cursor, estimator, meta, guard)
                 break
             pending.append(cursor)
             cursor = parent
@@ -433,51 +597,113 @@ class ModelRepository:
     def _replay(self, parent: LoadedModel, record: Record) -> LoadedModel:
         meta = VersionMeta.from_json(record.meta)
         online = meta.online
-        if online is None or "X" not in record.arrays or "y" not in record.arrays:
+        arrays = record.arrays
+        if online is None or "X" not in arrays or "y" not in arrays:
             raise CorruptArtifactError(f"version {meta.version}: update is incomplete")
-        X, y = record.arrays["X"], record.arrays["y"].astype(np.intp)
-        updated, _ = parent.estimator.updated(
-            X, y, learning_rate=online.learning_rate, passes=online.passes
-        )
+        X, y = arrays["X"], arrays["y"].astype(np.intp)
+        updated = parent.estimator
+        if y.shape[0]:  # none when every row of the minibatch went to the guard set
+            updated, _ = updated.updated(
+                X,
+                y,
+                learning_rate=online.learning_rate,
+                passes=online.passes,
+                momentum=online.momentum,
+            )
         if state_digest(updated.state_) != meta.digest:
             raise CorruptArtifactError(
                 f"version {meta.version}: replaying the update on version {parent.version} "
                 "does not reproduce the recorded weights (different numeric library or "
                 "hardware than the writer's?)"
             )
-        return LoadedModel(parent.name, meta.version, updated, meta)
+        guard = parent.guard
+        if "holdout_X" in arrays and "holdout_y" in arrays:
+            base = guard or GuardSet.empty(X.shape[1])
+            held_y = arrays["holdout_y"].astype(np.intp)
+            guard = base.extended(arrays["holdout_X"], held_y, meta.guard_capacity)
+        return LoadedModel(parent.name, meta.version, updated, meta, guard)
 
     # ------------------------------------------------------------------ internals
     def _update_record(
         self,
         parent: LoadedModel,
-        updated: SoftmaxRegression,
-        X: NDArray[np.float64],
-        y_index: NDArray[np.intp],
-        online: OnlineStats,
+        step: _Step,
+        verdict: Verdict | None,
+        key: str | None,
+        forced: bool,
     ) -> tuple[VersionMeta, dict[str, Any]]:
         """How an update is stored: as its minibatch, replayed on ``parent`` when loaded, or as
         a snapshot once the chain since the last one would outweigh a snapshot or grow longer
-        than ``snapshot_every``."""
-        update_arrays = {"X": X, "y": y_index.astype(np.int64)}
-        snapshot = updated.to_arrays()
+        than ``snapshot_every``. Either way it records the guard's verdict, the client's key
+        name, the drift test's state and the new version's figures on its guard set."""
+        report = step.report
+        online = OnlineStats(
+            report.n,
+            step.learning_rate,
+            step.passes,
+            report.loss_before,
+            report.accuracy_before,
+            report.loss_after,
+            momentum=self.online_momentum,
+        )
+        drift = DriftState.from_json(
+            parent.meta.drift, delta=self.drift.delta, threshold=self.drift.threshold
+        ).observe(report.loss_before)
+        candidate = LoadedModel(parent.name, 0, step.updated, parent.meta, step.guard)
+        common: dict[str, Any] = {
+            "online": online,
+            "rows_seen": parent.meta.rows_seen + int(step.y.shape[0]),
+            "guard_capacity": self.guard_online_rows,
+            "guard": self._figures_json(candidate),
+            "verdict": {**verdict.to_json(), "mode": self.policy.mode, "forced": forced}
+            if verdict is not None
+            else None,
+            "key": key,
+            "drift": drift.to_json(),
+        }
+        update_arrays = {"X": step.train_X, "y": step.train_y.astype(np.int64)}
+        if step.held.any():
+            update_arrays["holdout_X"] = step.X[step.held]
+            update_arrays["holdout_y"] = step.y[step.held].astype(np.int64)
+        snapshot = {**step.updated.to_arrays(), **_guard_arrays(step.guard)}
         chain_length = parent.meta.chain_length + 1
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
         if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
-            meta = self._snapshot_meta(updated, parent.version, source="online")
-            return replace(meta, online=online, training=parent.meta.training), snapshot
+            meta = self._snapshot_meta(step.updated, parent.version, source="online")
+            offline = step.guard.offline if step.guard else 0
+            return replace(
+                meta, training=parent.meta.training, guard_offline_rows=offline, **common
+            ), snapshot
         meta = VersionMeta(
             kind="update",
             source="online",
             parent=parent.version,
             created_at=_now(),
-            step=updated.state_.step,
+            step=step.updated.state_.step,
             chain_length=chain_length,
             chain_bytes=chain_bytes,
-            digest=state_digest(updated.state_),
-            online=online,
+            digest=state_digest(step.updated.state_),
+            **common,
         )
         return meta, update_arrays
+
+    def _figures_json(self, loaded: LoadedModel) -> dict[str, Any] | None:
+        found = loaded.guard_figures(self.policy.surprise_quantile)
+        return found.to_json() if found is not None else None
+
+    @staticmethod
+    def _offline_guard(
+        estimator: SoftmaxRegression,
+        guard: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None,
+        rows: int,
+    ) -> GuardSet | None:
+        if guard is None:
+            return None
+        X = check_matrix(guard[0], estimator.n_features_in_, field="guard")
+        y = check_labels(guard[1], estimator.classes_)
+        check_same_length(X.shape[0], y)
+        keep = max(0, min(rows, GUARD_BYTES // (8 * X.shape[1])))
+        return GuardSet(X[:keep], y[:keep], offline=min(keep, X.shape[0]))
 
     def _write(self, name: str, meta: VersionMeta, arrays: dict[str, Any]) -> VersionMeta:
         stored = self.store.write(name, Record(meta.to_json(), arrays))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Self
 
 import numpy as np
@@ -377,11 +377,15 @@ class SoftmaxRegression:
         *,
         learning_rate: float | None = None,
         passes: int = 1,
+        momentum: bool = True,
     ) -> tuple[SoftmaxRegression, StepReport]:
         """The update behind :meth:`partial_fit`, on already-validated input, as a pure
         function: returns a new estimator and leaves this one untouched.
 
         ``X: (m, d)`` raw float64 rows, ``y_index: (m,)`` class indices into ``classes_``.
+        ``momentum=False`` takes plain SGD steps that neither use nor change the momentum
+        buffers: the update's effect is then its own, not carried into later updates (what
+        the service's guarded online updates do, see :mod:`model.guard`).
         """
         # Checked here, not in partial_fit, so that every caller (ModelRepository.update too)
         # gets them.
@@ -398,12 +402,22 @@ class SoftmaxRegression:
         _PASSES.check(passes)
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
+        start = self.state_
+        if not momentum:
+            start = replace(start, velocity_weights=None, velocity_bias=None)
         # A diverging step overflows; is_finite below turns that into DivergenceError.
         with np.errstate(over="ignore", invalid="ignore"):
-            new_state, first = sgd_step(self.state_, Xs, y_index, settings, learning_rate)
+            new_state, first = sgd_step(start, Xs, y_index, settings, learning_rate)
             for _ in range(passes - 1):
                 new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
-            # Finite but huge weights can still overflow this batch's logits.
+        if not momentum:  # the buffers stay as they were
+            new_state = replace(
+                new_state,
+                velocity_weights=self.state_.velocity_weights,
+                velocity_bias=self.state_.velocity_bias,
+            )
+        # Finite but huge weights can still overflow this batch's logits.
+        with np.errstate(over="ignore", invalid="ignore"):
             loss_after, _ = _evaluate(new_state, Xs, y_index)
         if not (new_state.is_finite() and np.isfinite(loss_after)):
             raise DivergenceError(
@@ -434,6 +448,11 @@ class SoftmaxRegression:
     def predict_proba(self, X: ArrayLike) -> Float:
         """Class probabilities ``(n, k)``, columns in the order of ``classes_``."""
         return softmax(self.decision_function(X))
+
+    def decision_function_checked(self, X: Float) -> Float:
+        """:meth:`decision_function` for rows already returned by ``check_matrix(X, d)`` on a
+        fitted model; the same computation."""
+        return _logits(self.state_, self.standardizer_.transform(X))
 
     def predict_proba_checked(self, X: Float) -> Float:
         """:meth:`predict_proba` for rows already returned by ``check_matrix(X, d)`` on a

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "service applies its own --keep-last on every write)",
     )
     p.add_argument(
+        "--guard-rows",
+        type=int,
+        default=2000,
+        help="validation rows kept with the model as its guard set, which judges online "
+        "updates (0: none; default %(default)s)",
+    )
+    p.add_argument(
         "--if-store-empty", action="store_true", help="do nothing if the store has any model"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
@@ -244,6 +251,8 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         metrics=metrics,
         fingerprint=fingerprint(data.X, data.y),
         keep=args.keep,
+        guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
+        guard_rows=args.guard_rows,
     )
     report.update(
         version=saved.version,

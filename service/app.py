@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
+from model import LoadedModel
 from model.errors import ModelError
 
 from .body import BodyLimitMiddleware
@@ -51,7 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     repository = build_repository(settings)
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
-    runtime.on_swap(lambda loaded: app_metrics.active_version.set(loaded.version))
+
+    def publish(loaded: LoadedModel) -> None:
+        app_metrics.active_version.set(loaded.version)
+        guard = loaded.meta.guard
+        if guard is None:  # a version from before 0.2: figures from its guard set, if any
+            found = loaded.guard_figures(settings.guard_surprise_quantile)
+            guard = found.to_json() if found is not None else None
+        app_metrics.set_version_health(guard, loaded.meta.drift)
+
+    runtime.on_swap(publish)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model import ModelRepository
+from model.guard import GuardPolicy
 from model.store import LocalArtifactStore
 
 __all__ = ["ENV_PREFIX", "Settings", "build_repository", "startup_problem"]
@@ -54,6 +55,62 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds to wait for the store's writer lock (503 after)"
     )
+    # The guard (model/guard.py, README "The guard"): every /train is judged before it commits.
+    guard_mode: Literal["enforce", "log", "off"] = Field(
+        "enforce",
+        description="enforce: refuse harmful updates (409); log: judge and record, never "
+        "refuse; off: no guard (nor the out-of-range check)",
+    )
+    guard_max_loss_increase: float = Field(
+        0.05, gt=0, le=100, description="most an update may raise the guard-set log-loss"
+    )
+    guard_max_step: float = Field(
+        0.05,
+        gt=0,
+        description="most an update may move the weights, relative to their size",
+    )
+    online_momentum: bool = Field(
+        False,
+        description="carry the momentum buffers from one online update to the next (off: "
+        "each update's effect is its own, which the guard can judge)",
+    )
+    guard_surprise_quantile: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="a batch row is surprising when its loss exceeds this quantile of the "
+        "guard set's row losses",
+    )
+    guard_surprise_alpha: float = Field(
+        1e-3,
+        gt=0,
+        lt=0.5,
+        description="refuse a batch whose count of surprising rows is this unlikely by chance",
+    )
+    guard_min_rows: int = Field(
+        10, ge=1, description="below this many guard rows, updates are not judged"
+    )
+    guard_max_abs_z: float = Field(
+        500.0,
+        gt=0,
+        description="rows with a feature this many standard deviations from the training "
+        "mean are refused for training (422 out_of_range)",
+    )
+    holdout_every: int = Field(
+        10,
+        ge=0,
+        description="every k-th row sent to /train joins the guard set instead of training "
+        "(0: none)",
+    )
+    guard_online_rows: int = Field(
+        1000, ge=0, description="most online rows kept in the guard set (oldest go first)"
+    )
+    drift_delta: float = Field(
+        0.05, ge=0, description="Page-Hinkley tolerance on the prequential loss"
+    )
+    drift_threshold: float = Field(
+        5.0, gt=0, description="Page-Hinkley alarm threshold on the prequential loss"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level"
     )
@@ -79,8 +136,25 @@ class Settings(BaseSettings):
 def build_repository(settings: Settings) -> ModelRepository:
     """The versioned model store the settings name (the local directory: the default)."""
     store = LocalArtifactStore(settings.store, lock_timeout=settings.lock_timeout)
+    policy = GuardPolicy(
+        mode=settings.guard_mode,
+        max_loss_increase=settings.guard_max_loss_increase,
+        max_step=settings.guard_max_step,
+        surprise_quantile=settings.guard_surprise_quantile,
+        surprise_alpha=settings.guard_surprise_alpha,
+        min_rows=settings.guard_min_rows,
+        max_abs_z=settings.guard_max_abs_z,
+    )
     return ModelRepository(
-        store, keep_last=settings.keep_last, snapshot_every=settings.snapshot_every
+        store,
+        keep_last=settings.keep_last,
+        snapshot_every=settings.snapshot_every,
+        guard=policy,
+        holdout_every=settings.holdout_every,
+        guard_online_rows=settings.guard_online_rows,
+        online_momentum=settings.online_momentum,
+        drift_delta=settings.drift_delta,
+        drift_threshold=settings.drift_threshold,
     )
 
 

@@ -14,7 +14,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 from pydantic import Field as Documented
 
 from model.errors import InvalidParameterError
@@ -55,11 +63,11 @@ class Rule:
     """How one request field is checked and documented.
 
     ``kind``: ``rows`` (instances, checked against the model later), ``labels`` (a list),
-    ``integer`` or ``number`` (bounded scalars). ``high`` is a number or the name of a
+    ``integer`` or ``number`` (bounded scalars), ``boolean``. ``high`` is a number or the name of a
     :class:`Limits` attribute. ``low`` is inclusive unless ``low_inclusive`` is false.
     """
 
-    kind: Literal["rows", "labels", "integer", "number"]
+    kind: Literal["rows", "labels", "integer", "number", "boolean"]
     description: str
     low: float = 1
     high: float | str | None = None
@@ -67,7 +75,9 @@ class Rule:
 
 
 def rule(
-    kind: Literal["rows", "labels", "integer", "number"], description: str, **bounds: Any
+    kind: Literal["rows", "labels", "integer", "number", "boolean"],
+    description: str,
+    **bounds: Any,
 ) -> Any:
     """A dataclass field carrying its :class:`Rule`; required unless ``default`` is given."""
     default = bounds.pop("default", dataclasses.MISSING)
@@ -115,6 +125,12 @@ class TrainRequest:
     )
     passes: int | None = rule(
         "integer", "SGD steps over this minibatch", high="max_passes", default=None
+    )
+    force: bool | None = rule(
+        "boolean",
+        "apply the update even if the guard refuses it (needs the admin permission; "
+        "recorded in the version's metadata)",
+        default=None,
     )
 
 
@@ -177,6 +193,10 @@ class Contract(Generic[Request]):
             value = data.get(name)
             if value is not None and declared.kind in ("integer", "number"):
                 self._check_scalar(name, declared, value)
+            if value is not None and declared.kind == "boolean" and not isinstance(value, bool):
+                raise InvalidParameterError(
+                    f"{name}: expected true or false, got {describe_value(value)}", field=name
+                )
         labels = data.get("labels")
         if "labels" in self.rules and not isinstance(labels, list):
             raise InvalidRequestError(
@@ -222,6 +242,8 @@ class Contract(Generic[Request]):
             return list[item], {"min_length": 1, "max_length": high}  # type: ignore[valid-type]
         if declared.kind == "integer":
             return StrictInt, {"ge": int(declared.low), "le": high}
+        if declared.kind == "boolean":
+            return StrictBool, {}
         # On a number the bounds sit on the type itself: on the optional union they would not
         # reach the schema.
         bounds: dict[str, Any] = {"ge" if declared.low_inclusive else "gt": declared.low}

@@ -1,13 +1,15 @@
 """Every error answer, in one place and one shape.
 
 Body: ``{"error": {"type": "...", "message": "...", "field": "...", "row": 17}}``; ``type`` is
-the error's ``code``, ``field`` and ``row`` are present when the error names them. The tree of
+the error's ``code``, ``field`` and ``row`` are present when the error names them, and a refused
+update adds ``details`` (the figures behind the decision). The tree of
 everything that becomes an error answer (status, code)::
 
     Exception
     ├── model.errors.ModelError              raised by model/; status by class, see STATUS
     │   ├── InvalidInputError (+ subclasses)   422  empty_input, feature_count, non_finite, ...
     │   ├── DivergenceError                    422  diverged
+    │   ├── UpdateRejectedError                409  update_rejected (with "details")
     │   ├── NotFittedError                     503  not_fitted
     │   └── StoreError                         500  store_error
     │       ├── VersionNotFoundError           404  version_not_found
@@ -158,6 +160,7 @@ STATUS: list[tuple[type[ModelError], int]] = [
     (model_errors.DivergenceError, 422),
     (model_errors.VersionNotFoundError, 404),
     (model_errors.ModelChangedError, 409),
+    (model_errors.UpdateRejectedError, 409),
     (model_errors.ModelNotFoundError, 503),
     (model_errors.NotFittedError, 503),
     (model_errors.StoreBusyError, 503),
@@ -195,6 +198,8 @@ def error_response(exc: ModelError | ApiError) -> Response:
         body["field"] = exc.field
     if exc.row is not None:
         body["row"] = exc.row
+    if isinstance(exc, model_errors.UpdateRejectedError):
+        body["details"] = exc.details
     status = status_of(exc)
     headers = exc.headers if isinstance(exc, ApiError) else None
     if status == 503:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -85,6 +85,49 @@ class Metrics:
             "rows in the rolling prequential window",
             "livemostrecent",
         )
+
+        self.guard_accuracy = gauge(
+            "softmax_guard_accuracy",
+            "accuracy of the active version on its guard set (held-out labels the online "
+            "stream cannot poison)",
+            "livemostrecent",
+        )
+        self.guard_log_loss = gauge(
+            "softmax_guard_log_loss",
+            "log-loss of the active version on its guard set",
+            "livemostrecent",
+        )
+        self.guard_rows = gauge(
+            "softmax_guard_rows", "rows in the active version's guard set", "livemostrecent"
+        )
+        self.drift_statistic = gauge(
+            "softmax_drift_statistic",
+            "Page-Hinkley statistic on the prequential loss, at the active version",
+            "livemostrecent",
+        )
+        self.drift_detected = gauge(
+            "softmax_drift_detected",
+            "1 when drift was detected since the active version's last offline training",
+            "livemostrecent",
+        )
+        self.drift_alarms = gauge(
+            "softmax_drift_alarms",
+            "drift alarms since the active version's last offline training",
+            "livemostrecent",
+        )
+
+    def set_version_health(
+        self, guard: dict[str, Any] | None, drift: dict[str, Any] | None
+    ) -> None:
+        """The active version's guard-set figures and drift state (from its metadata)."""
+        if guard is not None:
+            self.guard_rows.set(guard["rows"])
+            self.guard_accuracy.set(guard["accuracy"])
+            self.guard_log_loss.set(guard["log_loss"])
+        drift = drift or {}
+        self.drift_statistic.set(drift.get("statistic", 0.0))
+        self.drift_detected.set(1 if drift.get("detected") else 0)
+        self.drift_alarms.set(drift.get("alarms", 0))
 
     def set_prequential(self, rows: int, accuracy: float, log_loss: float) -> None:
         self.prequential_rows.set(rows)

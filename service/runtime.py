@@ -12,6 +12,7 @@ the store (``reload_interval``) and swaps in whatever version became active else
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -29,15 +30,24 @@ from model.errors import (
     ModelError,
     ModelNotFoundError,
     NonFiniteError,
+    OutOfRangeError,
+    UpdateRejectedError,
 )
 from model.prequential import PrequentialFigures
 from model.repository import VersionDetail, VersionPage, check_model_name
 
 from .errors import NoModelError
 
-__all__ = ["Runtime", "Scores"]
+__all__ = ["Runtime", "Scores", "batch_digest"]
 
 log = logging.getLogger("service.runtime")
+
+
+def batch_digest(X: NDArray[np.float64], labels: Sequence[Any]) -> str:
+    """A short fingerprint of a minibatch, for logs: the same batch, the same digest."""
+    digest = hashlib.blake2b(X.tobytes(), digest_size=8)
+    digest.update(repr(list(labels)).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -230,11 +240,15 @@ class Runtime:
         learning_rate: float | None = None,
         passes: int = 1,
         parsed_with: LoadedModel | None = None,
+        key: str | None = None,
+        force: bool = False,
     ) -> UpdateResult:
         """One durable online update (blocking: call from a worker thread).
 
         ``parsed_with`` is the model the request's rows were read against; if the served
         model has since changed its features or classes, the update is refused (409).
+        ``key`` names the client (recorded and logged), ``force`` overrides the guard.
+        A refusal by the guard is logged with the batch's digest.
         """
         # This process's writers queue here, before choosing their base: each then starts
         # from the version the previous one committed, instead of re-reading it from disk.
@@ -247,16 +261,29 @@ class Runtime:
                 )
             # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
             # exact check) and the update itself (refused with DivergenceError): no warnings.
-            with np.errstate(over="ignore", invalid="ignore"):
-                return self.repository.update(
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return self.repository.update(
+                        current.name,
+                        X,
+                        labels,
+                        learning_rate=learning_rate,
+                        passes=passes,
+                        base=current,
+                        on_commit=self._swap,
+                        key=key,
+                        force=force,
+                    )
+            except (UpdateRejectedError, OutOfRangeError) as exc:
+                log.warning(
+                    "model %r: update refused for key %s (batch %s, %d rows): %s",
                     current.name,
-                    X,
-                    labels,
-                    learning_rate=learning_rate,
-                    passes=passes,
-                    base=current,
-                    on_commit=self._swap,
+                    key or "-",
+                    batch_digest(X, labels),
+                    X.shape[0],
+                    exc.message,
                 )
+                raise
 
     def page(self, limit: int, before: int | None) -> VersionPage:
         """One page of the served model's versions, newest first."""

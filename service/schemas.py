@@ -31,6 +31,9 @@ class ErrorBody(BaseModel):
     field: str | None = Field(
         None, description="the request field at fault (absent when the error is not about one)"
     )
+    details: dict[str, Any] | None = Field(
+        None, description="update_rejected only: the guard's figures behind the decision"
+    )
     row: int | None = Field(
         None, description="the row index at fault (absent when the error is not about one)"
     )
@@ -98,6 +101,14 @@ class TrainResponse(BaseModel):
     n: int = Field(description="rows in the minibatch")
     loss_before: float = Field(description="prequential log-loss of the minibatch")
     loss_after: float = Field(description="log-loss of the minibatch after the update")
+    held_out: int = Field(
+        0, description="rows of the minibatch that joined the guard set instead of training"
+    )
+    guard: dict[str, Any] | None = Field(
+        None,
+        description="the guard's verdict and the figures behind it (null: not judged, e.g. "
+        "the guard is off or its set too small)",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -121,6 +132,12 @@ class VersionSummary(BaseModel):
     active: bool
     kept: bool = Field(description="exempt from retention")
     metrics: dict[str, Any]
+    key: str | None = Field(None, description="name of the API key that made this version")
+    verdict: dict[str, Any] | None = Field(
+        None,
+        description="online versions: the guard's verdict on the update that made it "
+        "(figures, mode, whether an administrator forced it); null when not judged",
+    )
 
 
 class ModelList(BaseModel):
@@ -138,6 +155,14 @@ class VersionDetail(VersionSummary):
     params: dict[str, Any] = Field(description="training settings of the estimator")
     training: dict[str, Any] = Field(description="how the offline ancestor was trained")
     fingerprint: str | None = Field(description="hash of the offline training data")
+    guard: dict[str, Any] | None = Field(
+        description="this version on its guard set (rows, accuracy, log_loss): held-out "
+        "labels the online stream cannot poison; null when it has none"
+    )
+    drift: dict[str, Any] | None = Field(
+        description="Page-Hinkley drift test on the prequential loss at this version "
+        "(statistic, detected, alarms); null for offline versions"
+    )
 
 
 class ActivateResponse(BaseModel):

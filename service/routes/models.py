@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -55,6 +54,8 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
         "params": snapshot.params,
         "training": snapshot.training,
         "fingerprint": snapshot.fingerprint,
+        "guard": detail.info.meta.guard,
+        "drift": detail.info.meta.drift,
     }
 
 
@@ -74,7 +75,7 @@ def _summary(info: VersionInfo) -> dict[str, Any]:
     """A version as ``GET /models`` lists it: an online version's metrics are its update's
     prequential figures, an offline one's its test metrics."""
     meta = info.meta
-    metrics = asdict(meta.online) if meta.online is not None else meta.metrics
+    metrics = meta["online"] if meta.online is not None else meta.metrics
     return {
         "version": meta.version,
         "created_at": meta.created_at,
@@ -84,4 +85,6 @@ def _summary(info: VersionInfo) -> dict[str, Any]:
         "active": info.active,
         "kept": info.kept,
         "metrics": metrics,
+        "key": meta.key,
+        "verdict": meta.verdict,
     }

@@ -7,12 +7,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from model.errors import ModelError
+from model.errors import ModelError, UpdateRejectedError
 
 from ..body import may_hold_booleans, parse_instances, read_json_object
 from ..contract import TRAIN_EXAMPLES, Contract, Limits, TrainRequest
 from ..deps import AppState, Authorized
-from ..errors import ApiError
+from ..errors import ApiError, ForbiddenError
 from ..schemas import TrainResponse, error_responses
 
 __all__ = ["build_router"]
@@ -38,6 +38,13 @@ def build_router(limits: Limits) -> APIRouter:
         try:
             data, raw = await read_json_object(request)
             body = contract.parse(data)
+            caller = getattr(request.state, "caller", None)
+            if body.force and caller is not None and "admin" not in caller.permissions:
+                raise ForbiddenError(
+                    f"force: overriding the guard needs the admin permission, which key "
+                    f"{caller.name!r} does not have",
+                    field="force",
+                )
             loaded = state.runtime.require()
             X = parse_instances(
                 body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
@@ -49,9 +56,14 @@ def build_router(limits: Limits) -> APIRouter:
                 learning_rate=body.learning_rate,
                 passes=body.passes or 1,
                 parsed_with=loaded,
+                key=caller.name if caller is not None else None,
+                force=bool(body.force),
             )
         except (ModelError, ApiError) as exc:
-            state.metrics.updates_rejected.labels(exc.code).inc()
+            reason = exc.code
+            if isinstance(exc, UpdateRejectedError):  # which signal refused it
+                reason = f"{exc.code}:{exc.details.get('reason')}"
+            state.metrics.updates_rejected.labels(reason).inc()
             raise
         report = result.report
         state.metrics.updates_applied.inc()
@@ -62,6 +74,8 @@ def build_router(limits: Limits) -> APIRouter:
             "n": report.n,
             "loss_before": report.loss_before,
             "loss_after": report.loss_after,
+            "held_out": result.held_out,
+            "guard": result.verdict.to_json() if result.verdict is not None else None,
         }
         return Response(orjson.dumps(answer), media_type="application/json")
 

@@ -340,6 +340,14 @@ def start_server(
             str(store),
             "--log-level",
             "warning",
+            # These suites check update arithmetic against the core's step on the whole
+            # minibatch, momentum carried as partial_fit does: no row held out for the guard
+            # set unless a test asks (a later flag wins). The defaults are tested in
+            # test_guard_server.py.
+            "--holdout-every",
+            "0",
+            "--online-momentum",
+            "true",
             *args,
         ]
         log_file = open(log_path, "wb")  # noqa: SIM115  closed by stop() or kill()

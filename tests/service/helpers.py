@@ -139,6 +139,11 @@ def settings_for(store: Path, **overrides: Any) -> Settings:
         "api_key": API_KEY,
         "reload_interval": 0.1,
         "log_level": "warning",
+        # The update arithmetic is checked against the core's step on the whole minibatch,
+        # momentum carried as partial_fit does: no row held out for the guard set unless a
+        # test asks. The defaults are tested in tests/service/test_guard.py.
+        "holdout_every": 0,
+        "online_momentum": True,
     }
     values.update(overrides)
     return Settings(**values)

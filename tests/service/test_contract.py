@@ -26,6 +26,7 @@ VALID = {
     "version": 1,
     "learning_rate": 0.01,
     "passes": 2,
+    "force": False,
 }
 
 

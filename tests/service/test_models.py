@@ -23,7 +23,10 @@ from .helpers import (
 )
 
 SUMMARY_KEYS = {"version", "created_at", "parent", "source", "kind", "active", "kept", "metrics"}
+SUMMARY_KEYS |= {"key", "verdict"}  # 0.2: who made the version, and the guard's verdict
 DETAIL_KEYS = SUMMARY_KEYS | {
+    "guard",  # 0.2: the version on its guard set
+    "drift",  # 0.2: the drift test at this version
     "model",
     "n_features",
     "classes",

@@ -11,7 +11,7 @@ from model.validation import check_labels
 
 from .helpers import AUTH, TestClient, dataset, repository
 
-KEYS = {"version", "previous_version", "n", "loss_before", "loss_after"}
+KEYS = {"version", "previous_version", "n", "loss_before", "loss_after", "held_out", "guard"}
 
 
 def batch(name: str, start: int, size: int, step: int = 1) -> tuple[list[list[float]], list]:

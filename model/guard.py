@@ -1,0 +1,283 @@
+"""The guard: held-out labelled rows that judge an online update before it is committed.
+
+**The guard set** of a version is a sample the model is never trained on: the offline
+validation rows the training CLI split off (kept for good), plus a reservoir of online rows
+that ``/train`` held out instead of training on (every ``holdout_every``-th row of the stream;
+the oldest go first once the reservoir is full). It is part of the version's durable state:
+stored with snapshots, grown by updates, rebuilt by replay, so every process judges the same
+update the same way.
+
+**The verdict** (:func:`judge`) compares the candidate model (the active one after the update)
+with the active one, and combines two signals, because neither alone separates honest batches
+from harmful ones:
+
+* *damage*: the candidate's log-loss on the guard set may rise by at most
+  ``max_loss_increase`` over the active model's. A step that is too large for the data (a
+  hostile learning rate, many passes, a row far from anything seen) fails this.
+* *surprise*: under the active model, each row of the batch has a loss; a row is surprising
+  when its loss exceeds the ``surprise_quantile`` of the guard set's per-row losses. Honest
+  rows from the same distribution are surprising with probability ``1 - surprise_quantile``;
+  the batch is refused when its count of surprising rows would happen by chance with
+  probability below ``surprise_alpha`` (a binomial tail). Mislabelled batches (labels shifted,
+  swapped) fail this long before they do measurable damage to the guard loss.
+
+Both signals also refuse legitimate change: a real drift of the labels (the concept changed) is
+surprising, and a new region of the input space may raise the guard loss. The service lets an
+administrator force such an update through, or run the guard in ``log`` mode (judge, record,
+never refuse); see README, "The guard".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import OutOfRangeError
+from .maths import Float, Index, logsumexp
+from .preprocessing import Standardizer
+
+__all__ = [
+    "GUARD_BYTES",
+    "GuardFigures",
+    "GuardPolicy",
+    "GuardSet",
+    "Verdict",
+    "binomial_tail",
+    "check_in_range",
+    "figures",
+    "holdout_mask",
+    "judge",
+    "relative_step",
+    "row_losses",
+]
+
+GUARD_BYTES = 32 * 1024 * 1024  # at most this much float64 guard data per model version
+
+Mode = Literal["enforce", "log", "off"]
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """How updates are judged. ``mode``: ``enforce`` refuses, ``log`` judges and records but
+    never refuses, ``off`` does not judge. Fewer than ``min_rows`` guard rows: no judgement."""
+
+    mode: Mode = "enforce"
+    max_loss_increase: float = 0.05
+    max_step: float = 0.05
+    surprise_quantile: float = 0.95
+    surprise_alpha: float = 1e-3
+    min_rows: int = 10
+    max_abs_z: float = 500.0
+
+
+@dataclass(frozen=True, eq=False)
+class GuardSet:
+    """Held-out rows ``X: (g, d)`` (raw, as sent) and class indices ``y: (g,)``; the first
+    ``offline`` rows came from the offline validation split and are never evicted."""
+
+    X: Float
+    y: Index
+    offline: int = 0
+
+    @classmethod
+    def empty(cls, n_features: int) -> GuardSet:
+        return cls(np.empty((0, n_features)), np.empty(0, dtype=np.intp), 0)
+
+    @property
+    def rows(self) -> int:
+        return int(self.y.shape[0])
+
+    def extended(self, X: Float, y: Index, online_capacity: int) -> GuardSet:
+        """These online rows added; the oldest online rows beyond ``online_capacity`` dropped."""
+        if not y.shape[0]:
+            return self
+        online_X = np.concatenate([self.X[self.offline :], X])[-online_capacity:]
+        online_y = np.concatenate([self.y[self.offline :], y])[-online_capacity:]
+        X_all = np.concatenate([self.X[: self.offline], online_X])
+        y_all = np.concatenate([self.y[: self.offline], online_y]).astype(np.intp)
+        return GuardSet(X_all, y_all, self.offline)
+
+
+@dataclass(frozen=True)
+class GuardFigures:
+    """One model on one guard set: mean log-loss and accuracy, and the per-row loss above
+    which a row counts as surprising."""
+
+    rows: int
+    log_loss: float
+    accuracy: float
+    surprise_threshold: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"rows": self.rows, "log_loss": self.log_loss, "accuracy": self.accuracy}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The guard's judgement of one update, with the figures behind it."""
+
+    accepted: bool
+    reason: Literal["guard_loss", "surprise", "step"] | None
+    guard_rows: int
+    loss_before: float
+    loss_after: float
+    accuracy_before: float
+    accuracy_after: float
+    surprising_rows: int
+    batch_rows: int
+    surprise_p_value: float
+    step: float
+    max_loss_increase: float
+    surprise_alpha: float
+    max_step: float
+
+    @property
+    def loss_increase(self) -> float:
+        return self.loss_after - self.loss_before
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "loss_increase": self.loss_increase}
+
+    def explain(self) -> str:
+        """One sentence for the refusal message."""
+        if self.reason == "step":
+            return (
+                f"it would move the weights by {self.step:.1%} of their size in one update (at "
+                f"most {self.max_step:.1%} is accepted: lower the learning rate or the passes)"
+            )
+        if self.reason == "guard_loss":
+            return (
+                f"it would raise the log-loss on {self.guard_rows} held-out guard rows from "
+                f"{self.loss_before:.4f} to {self.loss_after:.4f} (+{self.loss_increase:.4f}; "
+                f"at most +{self.max_loss_increase:g} is accepted)"
+            )
+        return (
+            f"{self.surprising_rows} of its {self.batch_rows} rows have labels the model finds "
+            f"as unlikely as the worst 5% of held-out rows (p = {self.surprise_p_value:.2g} "
+            f"by chance, below {self.surprise_alpha:g}): mislabelled data, or a real change "
+            "that an administrator can force through"
+        )
+
+
+def row_losses(estimator: Any, X: Float, y: Index) -> Float:
+    """Per-row cross-entropy ``(m,)`` of a fitted estimator on checked raw rows ``X: (m, d)``."""
+    if not X.shape[0]:
+        return np.empty(0)
+    Z = estimator.decision_function_checked(X)
+    losses: Float = logsumexp(Z) - Z[np.arange(y.shape[0]), y]
+    return losses
+
+
+def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | None:
+    """How ``estimator`` does on ``guard`` (None for an empty guard set): one forward pass."""
+    if not guard.rows:
+        return None
+    Z = estimator.decision_function_checked(guard.X)
+    losses = logsumexp(Z) - Z[np.arange(guard.rows), guard.y]
+    return GuardFigures(
+        rows=guard.rows,
+        log_loss=float(losses.mean()),
+        accuracy=float(np.mean(Z.argmax(axis=1) == guard.y)),
+        surprise_threshold=float(np.quantile(losses, quantile)),
+    )
+
+
+def judge(
+    before: GuardFigures,
+    after: GuardFigures,
+    batch_losses: Float,
+    step: float,
+    policy: GuardPolicy,
+) -> Verdict:
+    """The verdict on an update, from the active model's figures (``before``), the candidate's
+    (``after``), the batch's per-row losses under the active model and the update's ``step``
+    (how far it moves the weights, relative to their size: :func:`relative_step`)."""
+    surprising = int(np.count_nonzero(batch_losses > before.surprise_threshold))
+    m = int(batch_losses.shape[0])
+    p_value = binomial_tail(surprising, m, 1.0 - policy.surprise_quantile)
+    reason: Literal["guard_loss", "surprise", "step"] | None = None
+    if after.log_loss - before.log_loss > policy.max_loss_increase:
+        reason = "guard_loss"
+    elif p_value < policy.surprise_alpha:
+        reason = "surprise"
+    elif step > policy.max_step:
+        reason = "step"
+    return Verdict(
+        accepted=reason is None,
+        reason=reason,
+        guard_rows=before.rows,
+        loss_before=before.log_loss,
+        loss_after=after.log_loss,
+        accuracy_before=before.accuracy,
+        accuracy_after=after.accuracy,
+        surprising_rows=surprising,
+        batch_rows=m,
+        surprise_p_value=p_value,
+        step=step,
+        max_loss_increase=policy.max_loss_increase,
+        surprise_alpha=policy.surprise_alpha,
+        max_step=policy.max_step,
+    )
+
+
+def relative_step(before: Float, after: Float) -> float:
+    """``||after - before|| / ||before||`` (Frobenius): how far an update moves the weights,
+    relative to their size (against a zero matrix: the absolute size of the move)."""
+    size = float(np.linalg.norm(before))
+    moved = float(np.linalg.norm(after - before))
+    return moved / size if size > 0 else moved
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, p)``, summed in log space (no overflow for any n).
+
+    >>> round(binomial_tail(5, 16, 0.05), 5)
+    0.00086
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for j in range(k, n + 1):
+        term = math.exp(
+            math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+            + j * log_p + (n - j) * log_q
+        )  # fmt: skip
+        total += term
+        if j > n * p and term < total * 1e-15:  # past the mode the terms only shrink
+            break
+    return min(total, 1.0)
+
+
+def holdout_mask(rows_seen: int, n_rows: int, every: int) -> NDArray[np.bool_]:
+    """Which of the next ``n_rows`` rows of the stream go to the guard set: the stream's
+    ``every``-th, ``2 * every``-th, ... row (counting from 1), whoever sends them. ``every``
+    of 0 holds nothing out."""
+    if every <= 0:
+        return np.zeros(n_rows, dtype=bool)
+    position = rows_seen + np.arange(1, n_rows + 1)
+    mask: NDArray[np.bool_] = position % every == 0
+    return mask
+
+
+def check_in_range(standardizer: Standardizer, X: Float, limit: float) -> None:
+    """Refuse rows whose standardized features lie beyond ``limit`` standard deviations of
+    the training data (:class:`OutOfRangeError` naming the first row and column)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = np.abs(standardizer.transform(X))
+        far = z > limit
+    if far.any():
+        row, column = (int(v) for v in np.argwhere(far)[0])
+        raise OutOfRangeError(
+            f"instances: row {row}, column {column} is {z[row, column]:.3g} standard deviations "
+            f"from the training data's mean (at most {limit:g} are accepted for training; such "
+            "a row may still be predicted)",
+            field="instances",
+            row=row,
+        )
