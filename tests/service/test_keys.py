@@ -10,14 +10,17 @@ from typing import Any
 
 import orjson
 import pytest
+from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from service.app import create_app
 from service.errors import TooManyRequestsError
 from service.keys import Caller, KeyConfigError, build_keyring
 from service.ratelimit import RateLimiter
+from service.routes.predict import RawRoute
 
-from .helpers import API_KEY, AppFactory, TestClient, assert_error, store_state
+from .helpers import API_KEY, AppFactory, TestClient, assert_error, settings_for, store_state
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 TRAIN = {"instances": [ROW], "labels": ["setosa"]}
@@ -182,23 +185,16 @@ def test_a_closed_predict_needs_a_key_with_predict(closed: TestClient) -> None:
     assert 'route="/predict",status="401"' in closed.get("/metrics").text
 
 
-def test_an_open_predict_installs_nothing(iris_store: Path, make_app: AppFactory) -> None:
-    from fastapi.routing import APIRoute
-
-    from service.app import create_app
-    from service.routes.predict import RawRoute
-
-    from .helpers import settings_for
-
-    def predict_app(**overrides: Any) -> object:
+def test_an_open_predict_installs_nothing(iris_store: Path) -> None:
+    def predict_app(**overrides: Any) -> Any:
         app = create_app(settings_for(iris_store, **overrides))
         route = next(r for r in app.router.routes if isinstance(r, APIRoute))
         assert isinstance(route, RawRoute) and route.path == "/predict"
         return route.app
 
     # Open: the route's own handler, unwrapped; closed: a guard in front of it.
-    assert predict_app().__qualname__.startswith("request_response")  # type: ignore[attr-defined]
-    assert "close_route" in predict_app(predict_requires_key=True).__qualname__  # type: ignore[attr-defined]
+    assert predict_app().__qualname__.startswith("request_response")
+    assert "close_route" in predict_app(predict_requires_key=True).__qualname__
 
 
 # ------------------------------------------------------------------ the limiter itself
