@@ -14,9 +14,9 @@ from model import LoadedModel
 from model.errors import ModelError
 
 from .body import BodyLimitMiddleware
-from .config import Settings, build_repository
+from .config import Settings, build_repository, keyring_for
 from .contract import Limits
-from .deps import AppState
+from .deps import Access, AppState, close_route
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .routes import health, metrics, models, predict, train
@@ -49,9 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Nothing is loaded until the lifespan starts."""
     settings = settings or Settings()
     _configure_logging(settings.log_level)
+    keyring = keyring_for(settings)
     repository = build_repository(settings)
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
+    access = Access.build(keyring, app_metrics.registry)
 
     def publish(loaded: LoadedModel) -> None:
         app_metrics.active_version.set(loaded.version)
@@ -65,10 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.api_key is None or not settings.api_key.get_secret_value():
+        if not keyring:
             log.warning(
                 "no API key configured (SOFTMAX_API_KEY): /train and /models/{version}/activate "
                 "are open to anyone who can reach this port"
+            )
+        else:
+            log.info("API keys: %s", keyring.describe())
+        if access.limiter and settings.workers > 1:
+            log.info(
+                "rate limits are kept per worker process: with %d workers a key may reach %d "
+                "times its configured rate",
+                settings.workers,
+                settings.workers,
             )
         runtime.resolve_name()  # several models and no --model: refuse to start
         try:
@@ -99,10 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # only cost a provider check per request (~5% of a 1-row prediction).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.softmax = AppState(settings, runtime, app_metrics)
+    app.state.softmax = AppState(settings, runtime, app_metrics, access)
     install_error_handlers(app)
     limits = Limits(settings.max_rows, settings.max_learning_rate, settings.max_passes)
     predict.install(app, limits)  # first in line: the hot path
+    if settings.predict_requires_key:  # else nothing is installed: the hot path pays nothing
+        close_route(app, "/predict", "predict")
     app.include_router(train.build_router(limits))
     app.include_router(models.router)
     app.include_router(health.router)

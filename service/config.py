@@ -12,7 +12,9 @@ from model import ModelRepository
 from model.guard import GuardPolicy
 from model.store import LocalArtifactStore
 
-__all__ = ["ENV_PREFIX", "Settings", "build_repository", "startup_problem"]
+from .keys import KeyConfigError, Keyring, build_keyring
+
+__all__ = ["ENV_PREFIX", "Settings", "build_repository", "keyring_for", "startup_problem"]
 
 ENV_PREFIX = "SOFTMAX_"
 
@@ -33,6 +35,17 @@ class Settings(BaseSettings):
         None,
         description="bearer key required by /train and /models/{version}/activate; "
         "unset means those routes are open to anyone (a warning is logged)",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="named keys as JSON: {name: {key or key_sha256, permissions (predict, "
+        "train, admin), requests_per_second, rows_per_second, burst_seconds}}",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="named keys in a .json or .toml file, in the format of api_keys"
+    )
+    predict_requires_key: bool = Field(
+        False, description="/predict needs a key with the predict (or train, admin) permission"
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
@@ -120,12 +133,17 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("api_key")
+    @field_validator("api_key", "api_keys")
     @classmethod
     def _strip_key(cls, value: SecretStr | None) -> SecretStr | None:
         # A key read from a file often ends in a newline; clients' keys are stripped too.
         key = value.get_secret_value().strip() if value is not None else ""
         return SecretStr(key) if key else None
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -158,11 +176,27 @@ def build_repository(settings: Settings) -> ModelRepository:
     )
 
 
+def keyring_for(settings: Settings) -> Keyring:
+    """The keys the settings configure; :class:`~service.keys.KeyConfigError` if they are
+    invalid, or if /predict is to need a key and there is none."""
+    keyring = build_keyring(settings.api_key, settings.api_keys, settings.api_keys_file)
+    if settings.predict_requires_key and not keyring:
+        raise KeyConfigError(
+            "--predict-requires-key (SOFTMAX_PREDICT_REQUIRES_KEY): no key is configured "
+            "(--api-key, --api-keys or --api-keys-file)"
+        )
+    return keyring
+
+
 def startup_problem(settings: Settings) -> str | None:
     """A settings mistake that must stop start-up, in one line naming the flag, or None.
 
     A store that exists but holds no model yet is no mistake: the service starts unready.
     """
+    try:
+        keyring_for(settings)
+    except KeyConfigError as exc:
+        return str(exc)
     if not settings.store.is_dir():
         return (
             f"--store {settings.store} (SOFTMAX_STORE): no such directory; create it, or "

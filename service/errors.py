@@ -30,6 +30,7 @@ everything that becomes an error answer (status, code)::
         ├── UnsupportedMediaTypeError          415  unsupported_media_type
         ├── InvalidRequestError                422  invalid_request
         │   └── TooManyRowsError               422  too_many_rows
+        ├── TooManyRequestsError               429  rate_limited
         ├── NoModelError                       503  no_model
         └── InternalError                      500  internal_error
 
@@ -66,6 +67,7 @@ __all__ = [
     "MethodNotAllowedError",
     "NoModelError",
     "RouteNotFoundError",
+    "TooManyRequestsError",
     "TooManyRowsError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
@@ -143,6 +145,12 @@ class TooManyRowsError(InvalidRequestError):
     code = "too_many_rows"
 
 
+class TooManyRequestsError(ApiError):
+    """A key over its rate limit; ``Retry-After`` says when to try again."""
+
+    status, code = 429, "rate_limited"
+
+
 class NoModelError(ApiError):
     """The service has no model to serve yet (an empty store)."""
 
@@ -181,6 +189,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         BodyTooLargeError,
         UnsupportedMediaTypeError,
         InvalidRequestError,
+        TooManyRequestsError,
     )
 }
 

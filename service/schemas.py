@@ -58,14 +58,17 @@ class ErrorResponse(BaseModel):
 
 _ERROR_TEXT = {
     400: "Body is not valid UTF-8 JSON",
-    401: "Missing bearer credentials",
-    403: "Wrong bearer credentials",
+    401: "Missing bearer credentials, or a key that is not configured",
+    403: "A wrong key (single-key setup), or a key that lacks the route's permission",
     404: "No such version",
-    409: "The active model changed features or classes while the request was read; retry",
+    409: "The guard refused the update (update_rejected, with the figures in details), or the "
+    "active model changed features or classes while the request was read (retry)",
     413: "Body larger than max_body_bytes",
     415: "A compressed body (Content-Encoding): send it uncompressed",
+    429: "The key's rate limit on /train (rate_limited): retry after Retry-After seconds",
     422: "Invalid request: wrong shape, non-finite or non-numeric values, unknown labels, "
-    "limits exceeded, or an update that would make a weight non-finite",
+    "limits exceeded, rows far outside the training data (for /train), or an update that "
+    "would make a weight non-finite",
     500: "Server-side failure (e.g. a corrupt artifact in the store)",
     503: "No model loaded yet, or the store is busy",
 }

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from model import VersionInfo
 
 from ..contract import MAX_VERSION
-from ..deps import Authorized, State
+from ..deps import Admin, State
 from ..schemas import ActivateResponse, ModelList, VersionDetail, error_responses
 
 __all__ = ["router"]
@@ -62,7 +62,7 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
 @router.post(
     "/{version}/activate",
     response_model=ActivateResponse,
-    dependencies=[Authorized],
+    dependencies=[Admin],
     responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def activate(state: State, version: VersionPath) -> dict[str, Any]:

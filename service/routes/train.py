@@ -11,8 +11,9 @@ from model.errors import ModelError, UpdateRejectedError
 
 from ..body import may_hold_booleans, parse_instances, read_json_object
 from ..contract import TRAIN_EXAMPLES, Contract, Limits, TrainRequest
-from ..deps import AppState, Authorized
+from ..deps import AppState, Authorized, take_rows
 from ..errors import ApiError, ForbiddenError
+from ..keys import Caller
 from ..schemas import TrainResponse, error_responses
 
 __all__ = ["build_router"]
@@ -28,7 +29,7 @@ def build_router(limits: Limits) -> APIRouter:
         dependencies=[Authorized],
         responses={
             200: {"model": TrainResponse},
-            **error_responses(400, 401, 403, 409, 413, 415, 422, 500, 503),
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 500, 503),
         },
         openapi_extra=contract.openapi(),
     )
@@ -38,8 +39,8 @@ def build_router(limits: Limits) -> APIRouter:
         try:
             data, raw = await read_json_object(request)
             body = contract.parse(data)
-            caller = getattr(request.state, "caller", None)
-            if body.force and caller is not None and "admin" not in caller.permissions:
+            caller: Caller = request.state.caller  # set by Authorized
+            if body.force and not caller.may("admin"):
                 raise ForbiddenError(
                     f"force: overriding the guard needs the admin permission, which key "
                     f"{caller.name!r} does not have",
@@ -49,6 +50,7 @@ def build_router(limits: Limits) -> APIRouter:
             X = parse_instances(
                 body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
             )
+            take_rows(request, X.shape[0])
             result = await run_in_threadpool(
                 state.runtime.update,
                 X,
@@ -56,7 +58,7 @@ def build_router(limits: Limits) -> APIRouter:
                 learning_rate=body.learning_rate,
                 passes=body.passes or 1,
                 parsed_with=loaded,
-                key=caller.name if caller is not None else None,
+                key=caller.name,
                 force=bool(body.force),
             )
         except (ModelError, ApiError) as exc:

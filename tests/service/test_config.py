@@ -121,3 +121,54 @@ def test_store_mistakes_stop_start_up_in_one_line(tmp_path: Path) -> None:
         assert result.stderr.startswith(f"error: invalid setting {message}"), name
         assert len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
         assert "Uvicorn running" not in result.stderr
+
+
+def test_key_mistakes_stop_start_up_in_one_line_without_the_key(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    broken = tmp_path / "keys.json"
+    broken.write_text('{"ci": {"key": "s3cret-ci-key", "permissions": ["train"],}}')
+    bad_permission = tmp_path / "keys.toml"
+    bad_permission.write_text('[ci]\nkey = "s3cret-ci-key"\npermissions = ["fly"]\n')
+    unknown_format = tmp_path / "keys.yaml"
+    unknown_format.write_text("ci: {}\n")
+    file_flag = "--api-keys-file {} (SOFTMAX_API_KEYS_FILE): "
+    cases: dict[str, tuple[list[str], dict[str, str], str]] = {
+        "no such file": (
+            ["--api-keys-file", str(tmp_path / "nope.json")],
+            {},
+            file_flag.format(tmp_path / "nope.json") + "cannot read it (No such file",
+        ),
+        "not JSON": (
+            ["--api-keys-file", str(broken)],
+            {},
+            file_flag.format(broken) + "not valid JSON (Expecting property name",
+        ),
+        "unknown permission": (
+            ["--api-keys-file", str(bad_permission)],
+            {},
+            file_flag.format(bad_permission) + "ci.permissions.0: Input should be 'predict'",
+        ),
+        "not JSON nor TOML": (
+            ["--api-keys-file", str(unknown_format)],
+            {},
+            file_flag.format(unknown_format) + "expected a .json or .toml file",
+        ),
+        "variable not JSON": (
+            [],
+            {"SOFTMAX_API_KEYS": '{"ci": "s3cret-ci-key'},
+            "--api-keys (SOFTMAX_API_KEYS): not valid JSON (Unterminated string",
+        ),
+        "closed predict without keys": (
+            ["--predict-requires-key", "true"],
+            {},
+            "--predict-requires-key (SOFTMAX_PREDICT_REQUIRES_KEY): no key is configured",
+        ),
+    }
+    for name, (args, env, message) in cases.items():
+        result = run_service("--store", str(store), *args, **env)
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.startswith(f"error: invalid setting {message}"), (name, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
+        assert "s3cret" not in result.stderr, name
+        assert "Uvicorn running" not in result.stderr
