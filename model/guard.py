@@ -14,11 +14,15 @@ from harmful ones:
 * *damage*: the candidate's log-loss on the guard set may rise by at most
   ``max_loss_increase`` over the active model's. A step that is too large for the data (a
   hostile learning rate, many passes, a row far from anything seen) fails this.
+* *size*: an update may ask for at most ``max_rate_ratio`` times the model's own step (its
+  learning rate times the passes), and may move the weights by at most ``max_step`` of their
+  size. A hostile learning rate fails this even on a batch the model already fits.
 * *surprise*: under the active model, each row of the batch has a loss; a row is surprising
   when its loss exceeds the ``surprise_quantile`` of the guard set's per-row losses. Honest
-  rows from the same distribution are surprising with probability ``1 - surprise_quantile``;
-  the batch is refused when its count of surprising rows would happen by chance with
-  probability below ``surprise_alpha`` (a binomial tail). Mislabelled batches (labels shifted,
+  rows from the same distribution are surprising with probability about
+  ``1 - surprise_quantile`` (the upper confidence bound of the rate the guard set shows, so a
+  small guard set judges leniently); the batch is refused when its count of surprising rows
+  would happen by chance with probability below ``surprise_alpha`` (a binomial tail). Mislabelled batches (labels shifted,
   swapped) fail this long before they do measurable damage to the guard loss.
 
 Both signals also refuse legitimate change: a real drift of the labels (the concept changed) is
@@ -53,6 +57,7 @@ __all__ = [
     "judge",
     "relative_step",
     "row_losses",
+    "upper_rate",
 ]
 
 GUARD_BYTES = 32 * 1024 * 1024  # at most this much float64 guard data per model version
@@ -67,9 +72,10 @@ class GuardPolicy:
 
     mode: Mode = "enforce"
     max_loss_increase: float = 0.05
-    max_step: float = 0.05
+    max_step: float = 0.25
+    max_rate_ratio: float = 10.0
     surprise_quantile: float = 0.95
-    surprise_alpha: float = 1e-3
+    surprise_alpha: float = 1e-2
     min_rows: int = 10
     max_abs_z: float = 500.0
 
@@ -104,13 +110,16 @@ class GuardSet:
 
 @dataclass(frozen=True)
 class GuardFigures:
-    """One model on one guard set: mean log-loss and accuracy, and the per-row loss above
-    which a row counts as surprising."""
+    """One model on one guard set: mean log-loss and accuracy, the per-row loss above which a
+    row counts as surprising, and how often an honest row may be expected to exceed it: the
+    99% upper confidence bound of the guard rows' own exceedance rate (Clopper-Pearson), so
+    that a small guard set makes the surprise test more lenient, never trigger-happy."""
 
     rows: int
     log_loss: float
     accuracy: float
     surprise_threshold: float
+    surprise_rate: float
 
     def to_json(self) -> dict[str, float | int]:
         return {"rows": self.rows, "log_loss": self.log_loss, "accuracy": self.accuracy}
@@ -121,7 +130,7 @@ class Verdict:
     """The guard's judgement of one update, with the figures behind it."""
 
     accepted: bool
-    reason: Literal["guard_loss", "surprise", "step"] | None
+    reason: Literal["guard_loss", "surprise", "step", "rate"] | None
     guard_rows: int
     loss_before: float
     loss_after: float
@@ -131,9 +140,11 @@ class Verdict:
     batch_rows: int
     surprise_p_value: float
     step: float
+    rate_ratio: float
     max_loss_increase: float
     surprise_alpha: float
     max_step: float
+    max_rate_ratio: float
 
     @property
     def loss_increase(self) -> float:
@@ -144,6 +155,12 @@ class Verdict:
 
     def explain(self) -> str:
         """One sentence for the refusal message."""
+        if self.reason == "rate":
+            return (
+                f"it asks for {self.rate_ratio:.3g} times the model's own step (learning rate "
+                f"x passes); at most {self.max_rate_ratio:g} times is accepted (lower the "
+                "learning rate or the passes, or ask an administrator to force it)"
+            )
         if self.reason == "step":
             return (
                 f"it would move the weights by {self.step:.1%} of their size in one update (at "
@@ -178,12 +195,34 @@ def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | 
         return None
     Z = estimator.decision_function_checked(guard.X)
     losses = logsumexp(Z) - Z[np.arange(guard.rows), guard.y]
+    threshold = float(np.quantile(losses, quantile))
+    exceeding = int(np.count_nonzero(losses > threshold))
     return GuardFigures(
         rows=guard.rows,
         log_loss=float(losses.mean()),
         accuracy=float(np.mean(Z.argmax(axis=1) == guard.y)),
-        surprise_threshold=float(np.quantile(losses, quantile)),
+        surprise_threshold=threshold,
+        surprise_rate=max(1.0 - quantile, upper_rate(exceeding, guard.rows)),
     )
+
+
+def upper_rate(successes: int, trials: int, confidence: float = 0.99) -> float:
+    """The Clopper-Pearson upper bound of a rate seen ``successes`` times in ``trials``: the
+    rate ``p`` at which seeing at most that many has probability ``1 - confidence``.
+
+    >>> round(upper_rate(0, 15), 3)
+    0.264
+    """
+    if successes >= trials:
+        return 1.0
+    low, high = successes / trials, 1.0
+    for _ in range(60):  # bisection: P(X <= successes) falls as p rises
+        middle = (low + high) / 2
+        if 1.0 - binomial_tail(successes + 1, trials, middle) > 1.0 - confidence:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def judge(
@@ -191,16 +230,20 @@ def judge(
     after: GuardFigures,
     batch_losses: Float,
     step: float,
+    rate_ratio: float,
     policy: GuardPolicy,
 ) -> Verdict:
     """The verdict on an update, from the active model's figures (``before``), the candidate's
-    (``after``), the batch's per-row losses under the active model and the update's ``step``
-    (how far it moves the weights, relative to their size: :func:`relative_step`)."""
+    (``after``), the batch's per-row losses under the active model, the update's ``step`` (how
+    far it moves the weights, relative to their size: :func:`relative_step`) and its
+    ``rate_ratio`` (learning rate x passes asked for, over the model's own learning rate)."""
     surprising = int(np.count_nonzero(batch_losses > before.surprise_threshold))
     m = int(batch_losses.shape[0])
-    p_value = binomial_tail(surprising, m, 1.0 - policy.surprise_quantile)
-    reason: Literal["guard_loss", "surprise", "step"] | None = None
-    if after.log_loss - before.log_loss > policy.max_loss_increase:
+    p_value = binomial_tail(surprising, m, before.surprise_rate)
+    reason: Literal["guard_loss", "surprise", "step", "rate"] | None = None
+    if rate_ratio > policy.max_rate_ratio:
+        reason = "rate"
+    elif after.log_loss - before.log_loss > policy.max_loss_increase:
         reason = "guard_loss"
     elif p_value < policy.surprise_alpha:
         reason = "surprise"
@@ -218,9 +261,11 @@ def judge(
         batch_rows=m,
         surprise_p_value=p_value,
         step=step,
+        rate_ratio=rate_ratio,
         max_loss_increase=policy.max_loss_increase,
         surprise_alpha=policy.surprise_alpha,
         max_step=policy.max_step,
+        max_rate_ratio=policy.max_rate_ratio,
     )
 
 

@@ -447,8 +447,11 @@ class ModelRepository:
         after = figures(step.updated, guard, policy.surprise_quantile)
         assert before is not None and after is not None  # the guard set has rows
         batch_losses = row_losses(current.estimator, step.X, step.y)
-        moved = relative_step(current.estimator.state_.weights, step.updated.state_.weights)
-        verdict = judge(before, after, batch_losses, moved, policy)
+        estimator = current.estimator
+        moved = relative_step(estimator.state_.weights, step.updated.state_.weights)
+        own_rate = estimator.sgd_settings.rate(estimator.state_.step)
+        rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
+        verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
         if not verdict.accepted:
             if policy.mode == "enforce" and not force:
                 raise UpdateRejectedError(

@@ -78,9 +78,15 @@ class Settings(BaseSettings):
         0.05, gt=0, le=100, description="most an update may raise the guard-set log-loss"
     )
     guard_max_step: float = Field(
-        0.05,
+        0.25,
         gt=0,
         description="most an update may move the weights, relative to their size",
+    )
+    guard_max_rate_ratio: float = Field(
+        10.0,
+        gt=0,
+        description="most an update's learning rate x passes may exceed the model's own "
+        "learning rate, as a factor",
     )
     online_momentum: bool = Field(
         False,
@@ -95,7 +101,7 @@ class Settings(BaseSettings):
         "guard set's row losses",
     )
     guard_surprise_alpha: float = Field(
-        1e-3,
+        1e-2,
         gt=0,
         lt=0.5,
         description="refuse a batch whose count of surprising rows is this unlikely by chance",
@@ -158,6 +164,7 @@ def build_repository(settings: Settings) -> ModelRepository:
         mode=settings.guard_mode,
         max_loss_increase=settings.guard_max_loss_increase,
         max_step=settings.guard_max_step,
+        max_rate_ratio=settings.guard_max_rate_ratio,
         surprise_quantile=settings.guard_surprise_quantile,
         surprise_alpha=settings.guard_surprise_alpha,
         min_rows=settings.guard_min_rows,

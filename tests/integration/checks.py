@@ -108,6 +108,7 @@ class StoreOracle:
             y_index,
             learning_rate=online.get("learning_rate"),
             passes=int(online.get("passes", 1)),
+            momentum=bool(online.get("momentum", True)),  # as the update recorded it
         )
         return updated
 

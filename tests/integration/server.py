@@ -340,14 +340,11 @@ def start_server(
             str(store),
             "--log-level",
             "warning",
-            # These suites check update arithmetic against the core's step on the whole
-            # minibatch, momentum carried as partial_fit does: no row held out for the guard
-            # set unless a test asks (a later flag wins). The defaults are tested in
-            # test_guard_server.py.
+            # These suites check each update against the core's step on the whole minibatch:
+            # no row held out for the guard set unless a test asks (a later flag wins). The
+            # holdout is tested in test_guard_server.py.
             "--holdout-every",
             "0",
-            "--online-momentum",
-            "true",
             *args,
         ]
         log_file = open(log_path, "wb")  # noqa: SIM115  closed by stop() or kill()
