@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import ENV_PREFIX, Settings
@@ -248,7 +250,7 @@ def test_image_runs_as_non_root_with_its_healthcheck_and_only_the_runtime(
     request: pytest.FixtureRequest, session: Podman, image: str
 ) -> None:
     config = image_config(image)
-    assert config["User"] == f"{UID}:{UID}"
+    assert config.get("User") == f"{UID}:{UID}", "the image would run as root"
     healthcheck = config["Healthcheck"] or {}
     assert healthcheck.get("Test") == ["CMD", "python", "-m", "service.healthcheck"], (
         "the HEALTHCHECK is not in the built image (built without --format docker?)"
@@ -269,6 +271,70 @@ def test_image_runs_as_non_root_with_its_healthcheck_and_only_the_runtime(
     size = image_size(image)
     report(request, f"image size {size / 1e6:.1f} MB (bound {MAX_IMAGE_BYTES / 1e6:.0f} MB)")
     assert size < MAX_IMAGE_BYTES
+
+
+# The installed distributions and the marker environment of the image's interpreter (what
+# packaging.markers.default_environment computes), for a `pip check` from the outside.
+REQUIREMENTS_PROBE = """
+import importlib.metadata as metadata, json, os, platform, sys
+info = sys.implementation.version
+implementation = f"{info.major}.{info.minor}.{info.micro}"
+if info.releaselevel != "final":
+    implementation += info.releaselevel[0] + str(info.serial)
+print(json.dumps({
+    "installed": {d.metadata["Name"]: [d.version, d.requires or []]
+                  for d in metadata.distributions()},
+    "environment": {
+        "implementation_name": sys.implementation.name,
+        "implementation_version": implementation,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "platform_python_implementation": platform.python_implementation(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    },
+}))
+"""
+
+
+def unmet_requirements(
+    installed: Mapping[str, tuple[str, list[str]]], environment: dict[str, str], root: str
+) -> list[str]:
+    """Requirements of ``root``, followed through extras and markers, that the installed
+    distributions do not satisfy (what ``pip check`` reports, from ``root`` down)."""
+    by_name = {canonicalize_name(name): entry for name, entry in installed.items()}
+    unmet: list[str] = []
+    todo, seen = [(root, frozenset[str]())], set()
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        for text in by_name[canonicalize_name(name)][1]:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            wanted = extras | {""}
+            if marker and not any(marker.evaluate(environment | {"extra": e}) for e in wanted):
+                continue
+            found = by_name.get(canonicalize_name(requirement.name))
+            if found is None or not requirement.specifier.contains(found[0], prereleases=True):
+                unmet.append(f"{name} needs {requirement}, found {found[0] if found else None}")
+            else:
+                todo.append((requirement.name, frozenset(requirement.extras)))
+    return unmet
+
+
+def test_image_holds_every_runtime_requirement(session: Podman, image: str) -> None:
+    """Every package softmax-serve needs (uvicorn's "standard" extras too) is in the image,
+    at a version its dependents accept, so nothing runs on a silent fallback."""
+    done = session.run_once(image, "-c", REQUIREMENTS_PROBE, options=["--entrypoint=python"])
+    assert done.returncode == 0, done.stderr
+    probed = json.loads(done.stdout)
+    assert unmet_requirements(probed["installed"], probed["environment"], "softmax-serve") == []
 
 
 def test_training_cli_writes_into_a_named_volume(
