@@ -71,7 +71,9 @@ if _MISSING is not None:
         raise RuntimeError(f"image tests required but cannot run: {_MISSING}")
     pytest.skip(f"image tests: {_MISSING}", allow_module_level=True)
 
-pytestmark = pytest.mark.image
+# The first test also waits for the base image (about a minute when it must be made with
+# debootstrap) and the build: more than the suite's 300 s may be needed on a slow mirror.
+pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
 API_KEY = "image-test-key"
 UID = 10001
