@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -59,6 +60,11 @@ LOCAL_BASE = "localhost/debian-py311:bookworm"
 SUITE = "bookworm"
 BASE_PACKAGES = "python3.11,python3.11-venv,python3-pip,python-is-python3,ca-certificates"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Bump RECIPE_REVISION when make_rootfs_tarball changes: a cached base of another recipe is
+# then made again (the tarball's name and the image's label carry the recipe's digest).
+RECIPE_REVISION = 1
+RECIPE = hashlib.sha256(f"{SUITE} {BASE_PACKAGES} {RECIPE_REVISION}".encode()).hexdigest()[:12]
+RECIPE_LABEL = "softmax-serve.base-recipe"
 RUN_ID = f"softmax-it-{os.getpid()}"
 
 PODMAN = ("podman", "--runtime", "runc")
@@ -211,15 +217,21 @@ def local_base() -> str:
     made first if it is missing. One process at a time (a lock in the cache folder)."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    tarball = folder / f"debian-py311-{SUITE}.tar"
+    tarball = folder / f"debian-py311-{SUITE}-{RECIPE}.tar"
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image_exists(LOCAL_BASE):
-            return LOCAL_BASE
+            labels = json.loads(podman("image", "inspect", LOCAL_BASE))[0].get("Labels") or {}
+            if labels.get(RECIPE_LABEL) == RECIPE:
+                return LOCAL_BASE
         if not tarball.exists():
             make_rootfs_tarball(tarball)
+            for stale in folder.glob(f"debian-py311-{SUITE}*.tar"):
+                if stale != tarball:
+                    stale.unlink()  # a base of an earlier recipe
         podman(
             "import",
+            f"--change=LABEL {RECIPE_LABEL}={RECIPE}",
             "--change=ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--change=ENV LANG=C.UTF-8",
             '--change=CMD ["python3"]',
