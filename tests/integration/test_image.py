@@ -464,6 +464,13 @@ def test_sigkill_mid_train_loses_nothing_acknowledged(
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"random seed {seed}")
     rng = random.Random(seed)
+    # The store is checked by replaying each update here, bit for bit: same NumPy needed.
+    probe = ["-c", "import numpy; print(numpy.__version__)"]
+    image_numpy = session.run_once(image, *probe, options=["--entrypoint=python"]).stdout
+    assert image_numpy.strip() == np.__version__, (
+        f"the image has NumPy {image_numpy.strip()}, this environment {np.__version__}: "
+        "the offline replay would differ in the last bits; reinstall .venv (make clean)"
+    )
     volume = session.volume("crash")
     train_into(session, image, compose, volume)
     store = session.volume_path(volume)
