@@ -5,8 +5,9 @@
 #   docker run --rm -p 127.0.0.1:8000:8000 -v softmax-artifacts:/data/artifacts softmax-serve:0.1.0
 #
 # The store volume starts empty, so /health/ready answers 503 until a model is trained
-# into it (see docker-compose.yml, profile "train"). tests/integration/test_container.py
-# reads this file's final stage and runs its ENTRYPOINT and HEALTHCHECK for real.
+# into it (see docker-compose.yml, profile "train"). tests/integration/test_image.py
+# builds this file with podman and runs the image for real (make image-test);
+# tests/integration/test_container.py checks its final stage without an engine.
 
 # Both stages use the same base so that the venv's interpreter symlinks stay valid.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -28,8 +29,10 @@ COPY model ./model
 COPY service ./service
 
 # A wheel, not an editable install: the final stage gets site-packages and no source tree.
+# The test suites some wheels ship (numpy's: 17 MB) are never run in the image.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
-    && python -m pip --python /opt/venv/bin/python install /wheels/*.whl
+    && python -m pip --python /opt/venv/bin/python install /wheels/*.whl \
+    && find /opt/venv -depth -type d -name tests -exec rm -rf {} +
 
 # ---- runtime: the venv and an unprivileged user, nothing else
 FROM ${PYTHON_IMAGE} AS runtime

@@ -7,7 +7,7 @@ STORE  ?= artifacts
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint layers typecheck container-check pytest train bench fmt clean
+.PHONY: run test lint layers typecheck container-check pytest image-test train bench fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ container-check: $(VENV)/.dev
 
 pytest: $(VENV)/.dev
 	$(BIN)/pytest
+
+## image-test: build the image with podman and run it for real (also part of pytest above,
+## which skips it, saying why, where podman is missing; here that is an error)
+image-test: $(VENV)/.dev
+	IMAGE_TEST_REQUIRED=1 $(BIN)/pytest -m image tests/integration/test_image.py
 
 ## bench: benchmarks (never part of make test)
 bench: $(VENV)/.dev

@@ -22,7 +22,8 @@ from harmful ones:
   rows from the same distribution are surprising with probability about
   ``1 - surprise_quantile`` (the upper confidence bound of the rate the guard set shows, so a
   small guard set judges leniently); the batch is refused when its count of surprising rows
-  would happen by chance with probability below ``surprise_alpha`` (a binomial tail). Mislabelled batches (labels shifted,
+  would happen by chance with probability below ``surprise_alpha`` (a binomial tail).
+  Mislabelled batches (labels shifted,
   swapped) fail this long before they do measurable damage to the guard loss.
 
 Both signals also refuse legitimate change: a real drift of the labels (the concept changed) is

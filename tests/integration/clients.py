@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
 from .checks import Minibatch
-from .server import ServerProcess
 
 __all__ = ["TrainStream"]
+
+
+class Served(Protocol):
+    """What the clients need of a server: a server subprocess or a container."""
+
+    def client(self, **kwargs: Any) -> httpx.Client: ...
 
 
 @dataclass
@@ -20,7 +26,7 @@ class TrainStream:
     Use it as a context manager, so that its threads end even when the test fails.
     """
 
-    server: ServerProcess
+    server: Served
     batches: list[Minibatch]
     reconnect: bool = False  # on a dropped connection: go on (else: the server is gone)
     acknowledged: dict[int, Minibatch] = field(default_factory=dict)  # version -> minibatch

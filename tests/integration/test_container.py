@@ -1,12 +1,13 @@
-"""The container deliverables, checked without a Docker engine.
+"""The container deliverables, checked without any container engine.
 
-No Docker daemon runs here (nor in CI), so the image is never built. Instead this module
-reads the Dockerfile's final stage with a small parser (below) and checks what the image
-promises: a numeric non-root user, an exec-form entrypoint and health check, and a service
-that listens on all interfaces. Then it does what the container would do: it seeds a store
-with the training CLI, runs the exact ``ENTRYPOINT`` + ``CMD`` with the Dockerfile's ``ENV``
-applied (``python`` being this interpreter, the host rewritten to loopback and the port to a
-free one), and runs the ``HEALTHCHECK`` command until it passes.
+The image itself is built and run with podman by ``test_image.py`` where podman is installed
+(``make image-test``). This module needs no engine: it reads the Dockerfile's final stage
+with a small parser (below) and checks what the image promises: a numeric non-root user,
+an exec-form entrypoint and health check, and a service that listens on all interfaces.
+Then it does what the container would do: it seeds a store with the training CLI, runs the
+exact ``ENTRYPOINT`` + ``CMD`` with the Dockerfile's ``ENV`` applied (``python`` being this
+interpreter, the host rewritten to loopback and the port to a free one), and runs the
+``HEALTHCHECK`` command until it passes.
 
 The compose file and ``.dockerignore`` are checked against the Dockerfile, so that the
 three cannot drift apart. ``make container-check`` lints the Dockerfile (hadolint) and
