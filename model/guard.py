@@ -34,6 +34,7 @@ never refuse); see README, "The guard".
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -146,6 +147,7 @@ class Verdict:
     surprise_alpha: float
     max_step: float
     max_rate_ratio: float
+    surprise_quantile: float
 
     @property
     def loss_increase(self) -> float:
@@ -175,7 +177,8 @@ class Verdict:
             )
         return (
             f"{self.surprising_rows} of its {self.batch_rows} rows have labels the model finds "
-            f"as unlikely as the worst 5% of held-out rows (p = {self.surprise_p_value:.2g} "
+            f"less likely than {self.surprise_quantile:.0%} of the held-out rows' (p = "
+            f"{self.surprise_p_value:.2g} "
             f"by chance, below {self.surprise_alpha:g}): mislabelled data, or a real change "
             "that an administrator can force through"
         )
@@ -196,7 +199,7 @@ def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | 
         return None
     Z = estimator.decision_function_checked(guard.X)
     losses = logsumexp(Z) - Z[np.arange(guard.rows), guard.y]
-    threshold = float(np.quantile(losses, quantile))
+    threshold = float(np.quantile(losses, quantile, method="higher"))
     exceeding = int(np.count_nonzero(losses > threshold))
     return GuardFigures(
         rows=guard.rows,
@@ -207,6 +210,7 @@ def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | 
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a bisection of binomial tails: the same few pairs recur
 def upper_rate(successes: int, trials: int, confidence: float = 0.99) -> float:
     """The Clopper-Pearson upper bound of a rate seen ``successes`` times in ``trials``: the
     rate ``p`` at which seeing at most that many has probability ``1 - confidence``.
@@ -217,13 +221,28 @@ def upper_rate(successes: int, trials: int, confidence: float = 0.99) -> float:
     if successes >= trials:
         return 1.0
     low, high = successes / trials, 1.0
-    for _ in range(60):  # bisection: P(X <= successes) falls as p rises
+    for _ in range(45):  # bisection: P(X <= successes) falls as p rises
         middle = (low + high) / 2
-        if 1.0 - binomial_tail(successes + 1, trials, middle) > 1.0 - confidence:
+        if _binomial_cdf(successes, trials, middle) > 1.0 - confidence:
             low = middle
         else:
             high = middle
     return high
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """``P(X <= k)`` for ``X ~ Binomial(n, p)``: ``k + 1`` terms, in log space."""
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    return min(
+        1.0,
+        sum(
+            math.exp(
+                log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
+            )
+            for j in range(k + 1)
+        ),
+    )
 
 
 def judge(
@@ -267,6 +286,7 @@ def judge(
         surprise_alpha=policy.surprise_alpha,
         max_step=policy.max_step,
         max_rate_ratio=policy.max_rate_ratio,
+        surprise_quantile=policy.surprise_quantile,
     )
 
 

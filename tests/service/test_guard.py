@@ -82,7 +82,10 @@ def test_a_label_shifted_batch_is_refused_and_changes_nothing(
     assert details["reason"] == "surprise" and details["accepted"] is False
     assert details["surprising_rows"] >= 12 and details["batch_rows"] == 16
     assert details["surprise_p_value"] < details["surprise_alpha"]
-    assert "of its 16 rows have labels the model finds as unlikely" in error["message"]
+    assert (
+        "of its 16 rows have labels the model finds less likely than 95% of the"
+        in (error["message"])
+    )
     assert store_state(store, "iris") == before  # bitwise: files, head, weights
 
 
@@ -208,3 +211,51 @@ def test_the_holdout_is_replayed_exactly(
     assert fresh.guard is not None and fresh.guard.rows == 15 + 3  # rows 10, 20, 30 held out
     assert np.array_equal(fresh.guard.X[15:], X[[9, 19, 29]])
     assert fresh.meta.rows_seen == 30
+
+
+def test_every_guard_setting_reaches_the_guard(
+    store: Path, iris: tuple[np.ndarray, np.ndarray], make_app: AppFactory
+) -> None:
+    X, y = iris
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    settings = {
+        "guard_max_loss_increase": 0.5,
+        "guard_max_step": 0.9,
+        "guard_max_rate_ratio": 3.0,
+        "guard_surprise_quantile": 0.9,
+        "guard_surprise_alpha": 0.002,
+        "drift_delta": 0.01,
+        "drift_threshold": 9.0,
+        "holdout_every": 1,  # every row to the guard set...
+        "guard_online_rows": 2,  # ...which keeps only the newest two online rows
+        "online_momentum": True,
+    }
+    with TestClient(make_app(store, **settings)) as client:
+        for start in (0, 3):
+            body = {
+                "instances": X[start : start + 3].tolist(),
+                "labels": y[start : start + 3].tolist(),
+            }
+            answer = client.post("/train", json=body, headers=auth).json()
+            assert answer["held_out"] == 3
+        verdict = answer["guard"]
+        assert (verdict["max_loss_increase"], verdict["max_step"]) == (0.5, 0.9)
+        assert (verdict["max_rate_ratio"], verdict["surprise_quantile"]) == (3.0, 0.9)
+        assert verdict["surprise_alpha"] == 0.002
+        detail = client.get("/models/3").json()
+        assert (detail["drift"]["delta"], detail["drift"]["threshold"]) == (0.01, 9.0)
+        assert detail["guard"]["rows"] == 15 + 2
+        replayed = ModelRepository(LocalArtifactStore(store)).load("iris")  # no row trained on
+        assert replayed.version == 3 and replayed.guard is not None and replayed.guard.rows == 17
+        assert "momentum" not in detail["metrics"]  # carried (the default before 0.2)
+        body = {"instances": X[:3].tolist(), "labels": y[:3].tolist(), "learning_rate": 0.2}
+        refused = client.post("/train", json=body, headers=auth).json()["error"]
+        assert refused["details"]["reason"] == "rate"  # 0.2 / 0.05 = 4 > 3
+    with TestClient(make_app(store, guard_min_rows=1000, guard_max_abs_z=1.0)) as client:
+        body = {"instances": [[5.0, 3.4, 1.5, 0.2]], "labels": ["setosa"]}
+        answer = client.post("/train", json=body, headers=auth)
+        assert answer.status_code == 422 and answer.json()["error"]["type"] == "out_of_range"
+        with_guard_off = client.post(
+            "/train", json={**body, "instances": [X[0].tolist()]}, headers=auth
+        )
+        assert with_guard_off.status_code in (200, 422)
