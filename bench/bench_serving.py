@@ -165,10 +165,12 @@ def server(
             proc.wait(timeout=10)
 
 
-def ours_argv(args: argparse.Namespace, port: int, store: Path, **extra: str) -> list[str]:
+def ours_argv(
+    args: argparse.Namespace, port: int, store: Path, *, flags: str = "", **extra: str
+) -> list[str]:
     argv = [PYTHON, "-m", args.ours_module, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", "1", "--store", str(store), "--api-key", API_KEY]
-    argv += ["--log-level", "warning"]
+    argv += ["--log-level", "warning", *flags.split()]
     for key, value in extra.items():
         argv += ["--" + key.replace("_", "-"), value]
     return argv
@@ -364,6 +366,8 @@ def bench_train_digits(
     """Durable /train rate of ours (and of ``--before-tree``, rounds alternating), each on its
     own copy of the store."""
     trees = {"ours": REPO, **({"before": Path(args.before_tree)} if args.before_tree else {})}
+    if args.ours_b_flags is not None:  # ours again, with other flags (e.g. the guard off)
+        trees["ours-b"] = REPO
     script = lua_script(work, bodies["train-32"], auth=True, count_200=True)
     series = {who: Series(f"train digits {who}") for who in trees}
     for round_number in range(1, args.train_rounds + 1):
@@ -382,9 +386,10 @@ def bench_train_digits(
         )
         summary[who] = {"runs": [asdict(r) for r in found.runs], "updates_per_s": rates}
         summary[who]["median"] = median
-    if "before" in series:
-        ratio = summary["ours"]["median"] / summary["before"]["median"]
-        print(f"/train ours/before: {ratio:.2f}")
+    for other in ("before", "ours-b"):
+        if other in series:
+            ratio = summary["ours"]["median"] / summary[other]["median"]
+            print(f"/train ours/{other}: {ratio:.2f}")
     return summary
 
 
@@ -403,7 +408,8 @@ def train_round(
     shutil.copytree(store, copy)
     port = free_port()
     ready = bodies["predict-1"].read_bytes()
-    argv = ours_argv(args, port, copy)
+    flags = args.ours_b_flags if who == "ours-b" else ""
+    argv = ours_argv(args, port, copy, flags=flags or "")
     with server(f"{who}-train", argv, port, work, ready, cwd=tree) as url:
         run_wrk(args, url + "/train", script, args.warmup)
         before = settled_version(url)
@@ -522,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         "--before-tree",
         help="a checkout of an earlier commit: its server is measured beside ours in the same "
         "rounds (/predict and /train), e.g. from `git worktree add /tmp/before <commit>`",
+    )
+    parser.add_argument(
+        "--ours-b-flags",
+        help="/train only: also measure our server with these extra flags, in the same "
+        "rounds (e.g. '--guard-mode off --holdout-every 0' for the guard's cost)",
     )
     parser.add_argument("--tmp-root", help="directory for the temporary stores (default: TMPDIR)")
     parser.add_argument("--json", help="also write the results to this file")

@@ -49,6 +49,7 @@ from .guard import (
     GuardSet,
     Verdict,
     check_in_range,
+    extended_figures,
     figures,
     holdout_mask,
     judge,
@@ -272,7 +273,7 @@ class ModelRepository:
         snapshot_every: int = 100,
         guard: GuardPolicy | None = None,
         holdout_every: int = 0,
-        guard_online_rows: int = 1000,
+        guard_online_rows: int = 200,
         online_momentum: bool = True,
         drift_delta: float = 0.05,
         drift_threshold: float = 5.0,
@@ -300,6 +301,10 @@ class ModelRepository:
         self.drift = DriftState(delta=drift_delta, threshold=drift_threshold)
         self._streams: dict[tuple[str, int], _StreamCursor] = {}
         self._streams_lock = threading.Lock()
+        # Parsed metadata, keyed by the store's cached dict (versions are immutable; a removed
+        # version's dict leaves the store's cache, so its entry here is never hit again).
+        self._parsed: dict[tuple[str, int], tuple[dict[str, Any], VersionMeta]] = {}
+        self._parents: dict[tuple[str, int], int | None] = {}  # lineage is immutable
 
     def __repr__(self) -> str:
         return f"ModelRepository({self.store!r})"
@@ -389,9 +394,16 @@ class ModelRepository:
             # After the step, so that an update that would diverge says so (DivergenceError).
             if self.policy.mode == "enforce" and not force:
                 check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
-            verdict = self._judge(current, step, force)
-            stored = self._write(name, *self._update_record(current, step, verdict, key, force))
-            loaded = LoadedModel(name, stored.version, step.updated, stored, step.guard)
+            verdict, after = self._judge(current, step, force)
+            candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard)
+            if after is not None:  # the new version's guard figures, from the judged ones
+                candidate._figures[self.policy.surprise_quantile] = self._new_figures(
+                    current, step, after
+                )
+            record = self._update_record(current, candidate, step, verdict, key, force)
+            stored = self._write(name, *record)
+            # The same figures cache: the new version's guard figures are computed once.
+            loaded = replace(candidate, version=stored.version, meta=stored)
             if on_commit is not None:
                 on_commit(loaded)
             self._prune_after_commit(name)
@@ -437,12 +449,15 @@ class ModelRepository:
             X, y_index, held, train_X, train_y, updated, report, guard, learning_rate, passes
         )
 
-    def _judge(self, current: LoadedModel, step: _Step, force: bool) -> Verdict | None:
-        """The guard's verdict on ``step`` (None: not judged); raises when it refuses."""
+    def _judge(
+        self, current: LoadedModel, step: _Step, force: bool
+    ) -> tuple[Verdict | None, GuardFigures | None]:
+        """The guard's verdict on ``step`` (None: not judged) and the candidate's figures on
+        the active version's guard set; raises when it refuses."""
         policy = self.policy
         guard = current.guard
         if policy.mode == "off" or guard is None or guard.rows < policy.min_rows:
-            return None
+            return None, None
         before = current.guard_figures(policy.surprise_quantile)
         after = figures(step.updated, guard, policy.surprise_quantile)
         assert before is not None and after is not None  # the guard set has rows
@@ -464,7 +479,23 @@ class ModelRepository:
                 "forced" if force else "applied (guard in log mode)",
                 verdict.explain(),
             )
-        return verdict
+        return verdict, after
+
+    def _new_figures(self, current: LoadedModel, step: _Step, after: GuardFigures) -> GuardFigures:
+        """The candidate on its own guard set: the judged figures, plus the held-out rows."""
+        if not step.held.any() or current.guard is None:
+            return after
+        X, y = step.X[step.held], step.y[step.held]
+        losses = row_losses(step.updated, X, y)
+        correct = step.updated.decision_function_checked(X).argmax(axis=1) == y
+        return extended_figures(
+            after,
+            current.guard.offline,
+            losses,
+            correct,
+            self.guard_online_rows,
+            self.policy.surprise_quantile,
+        )
 
     def activate(
         self,
@@ -496,7 +527,15 @@ class ModelRepository:
 
     def meta(self, name: str, version: int) -> VersionMeta:
         """One version's metadata, without its arrays."""
-        return VersionMeta.from_json(self.store.read_meta(name, version))
+        raw = self.store.read_meta(name, version)
+        cached = self._parsed.get((name, version))
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        meta = VersionMeta.from_json(raw)
+        if len(self._parsed) >= 4096:
+            self._parsed.pop(next(iter(self._parsed)), None)
+        self._parsed[(name, version)] = (raw, meta)
+        return meta
 
     def load(
         self, name: str, version: int | None = None, *, base: LoadedModel | None = None
@@ -630,6 +669,7 @@ class ModelRepository:
     def _update_record(
         self,
         parent: LoadedModel,
+        candidate: LoadedModel,
         step: _Step,
         verdict: Verdict | None,
         key: str | None,
@@ -652,12 +692,12 @@ class ModelRepository:
         drift = DriftState.from_json(
             parent.meta.drift, delta=self.drift.delta, threshold=self.drift.threshold
         ).observe(report.loss_before)
-        candidate = LoadedModel(parent.name, 0, step.updated, parent.meta, step.guard)
         common: dict[str, Any] = {
             "online": online,
             "rows_seen": parent.meta.rows_seen + int(step.y.shape[0]),
             "guard_capacity": self.guard_online_rows,
-            "guard": self._figures_json(candidate),
+            # With the guard off, no figures either: that is all the guard costs an update.
+            "guard": self._figures_json(candidate) if self.policy.mode != "off" else None,
             "verdict": {**verdict.to_json(), "mode": self.policy.mode, "forced": forced}
             if verdict is not None
             else None,
@@ -744,11 +784,19 @@ class ModelRepository:
         except ModelError as exc:
             log.warning("retention for model %r skipped: %s", name, exc.message)
 
+    def _parent(self, name: str, version: int) -> int | None:
+        """The version ``version`` replays on (None for a snapshot), memoized."""
+        key = (name, version)
+        if key not in self._parents:
+            self._parents[key] = _update_parent(self.meta(name, version))
+        return self._parents[key]
+
     def _prune(self, name: str) -> list[int]:
         if self.keep_last is None:
             return []
         versions = self.store.versions(name)
-        # Prune in batches: walking the lineage once per ~keep_last/10 writes, not per write.
+        # Prune in batches: walking the lineage once per ~keep_last/10 writes, not per write
+        # (with long update chains it may walk on every write: each parent link is memoized).
         if len(versions) <= self.keep_last + max(1, self.keep_last // 10):
             return []
         head = self.store.head(name)
@@ -757,7 +805,7 @@ class ModelRepository:
             cursor: int | None = number
             while cursor is not None and cursor not in needed:
                 needed.add(cursor)
-                cursor = _update_parent(self.meta(name, cursor))
+                cursor = self._parent(name, cursor)
         removed = [v for v in versions if v not in needed]
         # Newest first: a parent always has a lower number than its children, so a crash part
         # way through leaves only versions whose whole chain is still on disk.

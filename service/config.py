@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         "(0: none)",
     )
     guard_online_rows: int = Field(
-        1000, ge=0, description="most online rows kept in the guard set (oldest go first)"
+        200, ge=0, description="most online rows kept in the guard set (oldest go first)"
     )
     drift_delta: float = Field(
         0.05, ge=0, description="Page-Hinkley tolerance on the prequential loss"

@@ -5,6 +5,7 @@ nothing acknowledged and lets nothing refused in."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from pathlib import Path
@@ -50,6 +51,15 @@ def stream(seed: int) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray, np.
     return batches, X[evaluation], y[evaluation]
 
 
+def files(store: Path) -> dict[str, str]:
+    """Every file of the store (but the lock) and a digest of its bytes."""
+    return {
+        str(path.relative_to(store)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(store.rglob("*"))
+        if path.is_file() and path.name != ".lock"
+    }
+
+
 def accuracy(store: Path, X: np.ndarray, y: np.ndarray, version: int | None = None) -> float:
     model = ModelRepository(LocalArtifactStore(store)).load("digits", version)
     return float(np.mean(model.estimator.predict(X) == y))
@@ -67,6 +77,7 @@ def test_a_poisoned_stream_is_refused_and_the_model_keeps_its_accuracy(
     decisions: list[tuple[str, bool]] = []
     version = 1
     for kind, body in batches:
+        before = files(live_store)
         response = server.post("/train", json=body, headers=AUTH)
         assert response.status_code in (200, 409), response.text
         accepted = response.status_code == 200
@@ -76,7 +87,9 @@ def test_a_poisoned_stream_is_refused_and_the_model_keeps_its_accuracy(
             assert response.json()["version"] == version
         else:
             assert response.json()["error"]["type"] == "update_rejected"
-            # A refusal leaves the active version where it was, in every worker.
+            # A refusal leaves the store as it was, bit for bit, and the active version where
+            # it was, in every worker.
+            assert files(live_store) == before
             assert_all_workers_serve(server, version)
     honest = [accepted for kind, accepted in decisions if kind == "honest"]
     poisoned = [not accepted for kind, accepted in decisions if kind != "honest"]
