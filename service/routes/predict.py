@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import request_response
 
 from ..body import may_hold_booleans, parse_instances, read_json_object
 from ..contract import PREDICT_EXAMPLES, Contract, Limits, PredictRequest
@@ -27,6 +28,12 @@ class RawRoute(APIRoute):
     """An API route documented like any other, whose endpoint takes the Request and returns the
     Response itself: FastAPI's per-request dependency resolution and query parsing (about a
     fifth of a 1-row prediction, bench/bench_serving.py) are skipped, the contract is not."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        # Starlette's own request/response wrapper: FastAPI's adds per-request work (an exit
+        # stack, its body limit) for features this endpoint does not use.
+        self.app = request_response(endpoint)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
