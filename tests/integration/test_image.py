@@ -371,6 +371,9 @@ SETTINGS = {
     "SOFTMAX_METRICS_WINDOW": "16",
     "SOFTMAX_LOCK_TIMEOUT": "10",
     "SOFTMAX_LOG_LEVEL": "warning",
+    # The batches below carry arbitrary labels (the test is about settings, not learning):
+    # the guard judges and records them but refuses none.
+    "SOFTMAX_GUARD_MODE": "log",
 }
 # Settings whose effects are tested in-process and against the real server (tests/service:
 # test_guard.py, test_keys.py; tests/integration: test_guard_server.py, test_keys_server.py),
@@ -379,7 +382,6 @@ TESTED_ELSEWHERE = {
     "SOFTMAX_API_KEYS",
     "SOFTMAX_API_KEYS_FILE",
     "SOFTMAX_PREDICT_REQUIRES_KEY",
-    "SOFTMAX_GUARD_MODE",
     "SOFTMAX_GUARD_MAX_LOSS_INCREASE",
     "SOFTMAX_GUARD_MAX_STEP",
     "SOFTMAX_GUARD_MAX_RATE_RATIO",
@@ -451,6 +453,8 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
     # Every third update is a full snapshot (SOFTMAX_SNAPSHOT_EVERY=2), and retention
     # (SOFTMAX_KEEP_LAST=2) removed the versions the newest two no longer need.
     assert kinds == {7: "snapshot", 6: "update", 5: "update", 4: "snapshot"}, kinds
+    verdicts = [v["verdict"] for v in listed if v["verdict"] is not None]
+    assert verdicts and {v["mode"] for v in verdicts} == {"log"}, "SOFTMAX_GUARD_MODE=log"
     # Four updates of 16 rows on one connection (so one worker): its rolling window holds
     # the newest 16 rows (SOFTMAX_METRICS_WINDOW=16), not all 64.
     wide = {"instances": digits_rows(16), "labels": list(range(10)) + list(range(6))}
