@@ -12,6 +12,9 @@ snapshot would add up to more bytes than a snapshot, or number more than ``snaps
 that bounds both the disk written per update (at most about twice the cheaper of the two) and
 the replay work for any version.
 
+The value types (:class:`~model.versions.LoadedModel`, the listings) and the codecs live in
+:mod:`model.versions`; they are importable from here too, as before.
+
 **Retention.** After each write, versions older than the newest ``keep_last`` are removed,
 except kept ones, the active one, and whatever those need to be rebuilt (their chain back to a
 snapshot).
@@ -19,13 +22,10 @@ snapshot).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,11 +56,23 @@ from .guard import (
     relative_step,
     row_losses,
 )
-from .optimizer import TrainState
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
+from .versions import (
+    LoadedModel,
+    UpdateResult,
+    VersionDetail,
+    VersionInfo,
+    VersionPage,
+    estimator_from,
+    guard_arrays,
+    guard_from,
+    now,
+    parent_of,
+    state_digest,
+)
 
 __all__ = [
     "LoadedModel",
@@ -74,164 +86,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("model.repository")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One materialized version. Treat it as immutable: the service shares it across threads."""
-
-    name: str
-    version: int
-    estimator: SoftmaxRegression
-    meta: VersionMeta
-    guard: GuardSet | None = None  # None: no guard set (a model from before 0.2, or none kept)
-    _figures: dict[float, GuardFigures | None] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def guard_figures(self, quantile: float = GuardPolicy.surprise_quantile) -> GuardFigures | None:
-        """This version on its own guard set (computed once per quantile, then cached)."""
-        if quantile not in self._figures:
-            guard = self.guard
-            self._figures[quantile] = figures(self.estimator, guard, quantile) if guard else None
-        return self._figures[quantile]
-
-    @cached_property
-    def classes(self) -> list[Any]:
-        """The class labels, in the order of the probability columns."""
-        return [c.item() for c in self.estimator.classes_]
-
-    @property
-    def n_features(self) -> int:
-        return self.estimator.n_features_in_
-
-    @property
-    def feature_names(self) -> tuple[str, ...] | None:
-        return self.estimator.feature_names_
-
-    @property
-    def layout(self) -> tuple[Any, ...]:
-        """What a request's rows and labels are read against: versions with equal layouts
-        read the same request the same way."""
-        return (self.n_features, self.feature_names, self.classes)
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """A committed update: the new version, the one it was applied to, the minibatch's
-    prequential report, the guard's verdict (None when it did not judge) and how many rows of
-    the minibatch went to the guard set instead of training."""
-
-    model: LoadedModel
-    previous_version: int
-    report: StepReport
-    verdict: Verdict | None = None
-    held_out: int = 0
-
-
-@dataclass(frozen=True)
-class VersionInfo(Mapping[str, Any]):
-    """A stored version as a listing shows it. Also a read-only mapping of its metadata's JSON
-    form plus ``active`` and ``kept``, as :meth:`ModelRepository.versions` returned before."""
-
-    meta: VersionMeta
-    active: bool
-    kept: bool
-
-    def __getitem__(self, key: str) -> Any:
-        if key in ("active", "kept"):
-            return getattr(self, key)
-        return self.meta[key]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.meta
-        yield from ("active", "kept")
-
-    def __len__(self) -> int:
-        return len(self.meta) + 2
-
-
-@dataclass(frozen=True)
-class VersionPage:
-    """Versions newest first; ``next_before`` continues the listing (None: no more)."""
-
-    name: str
-    active: int
-    versions: list[VersionInfo]
-    next_before: int | None
-
-
-@dataclass(frozen=True)
-class VersionDetail:
-    """A version and the snapshot it descends from (its classes, features and settings)."""
-
-    info: VersionInfo
-    snapshot: VersionMeta
-
-
-def state_digest(state: TrainState) -> str:
-    """A fingerprint of the weights after an update, checked when the update is replayed.
-
-    Hashing an 80 MB weight matrix per update would cost more than the update, so it hashes
-    the bias, the step count and an evenly strided sample of at most 4,096 weights: any
-    divergence of a replay (e.g. a different BLAS on another machine) shows up in all of them.
-    """
-    flat = state.weights.reshape(-1)
-    stride = max(1, flat.shape[0] // 4096)
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(np.ascontiguousarray(flat[::stride]).tobytes())
-    digest.update(state.bias.tobytes())
-    digest.update(str(state.step).encode())
-    return digest.hexdigest()
-
-
-def _update_parent(meta: VersionMeta) -> int | None:
-    """The parent an update version replays on, or None for a snapshot. A parent must be an
-    older version, so a damaged lineage can never loop."""
-    if meta.kind == "snapshot":
-        return None
-    parent = meta.parent
-    if not (isinstance(parent, int) and 0 < parent < meta.version):
-        raise CorruptArtifactError(
-            f"version {meta.version}: damaged lineage metadata (kind {meta.kind!r}, "
-            f"parent {parent!r})"
-        )
-    return parent
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> SoftmaxRegression:
-    """The estimator a snapshot artifact describes (the estimator owns its codec)."""
-    try:
-        return SoftmaxRegression.from_arrays(
-            arrays,
-            params=meta.params,
-            step=meta.step,
-            epochs_run=int(meta.training.get("epochs_run", 0)),
-        )
-    except ValueError as exc:
-        raise CorruptArtifactError(
-            f"version {meta.version}: snapshot is incomplete or inconsistent ({exc})"
-        ) from None
-
-
-def _guard_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> GuardSet | None:
-    """The guard set a snapshot holds (None when it holds none)."""
-    if "guard_X" not in arrays or "guard_y" not in arrays:
-        return None
-    X, y = arrays["guard_X"], arrays["guard_y"].astype(np.intp)
-    if X.ndim != 2 or X.shape[0] != y.shape[0] or not 0 <= meta.guard_offline_rows <= y.shape[0]:
-        raise CorruptArtifactError(f"version {meta.version}: guard set arrays disagree")
-    return GuardSet(np.asarray(X, dtype=np.float64), y, meta.guard_offline_rows)
-
-
-def _guard_arrays(guard: GuardSet | None) -> dict[str, NDArray[Any]]:
-    if guard is None or not guard.rows:
-        return {}
-    return {"guard_X": guard.X, "guard_y": guard.y.astype(np.int64)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,7 +199,7 @@ class ModelRepository:
                 guard_offline_rows=guard_set.offline if guard_set else 0,
                 guard=self._figures_json(loaded),
             )
-            stored = self._write(name, meta, {**arrays, **_guard_arrays(guard_set)})
+            stored = self._write(name, meta, {**arrays, **guard_arrays(guard_set)})
             if keep:
                 self.store.set_kept(name, stored.version, True)
             self._prune_after_commit(name)
@@ -556,12 +410,12 @@ class ModelRepository:
             if base is not None and base.name == name and base.version == cursor:
                 start = base
                 break
-            parent = _update_parent(self.meta(name, cursor))
+            parent = parent_of(self.meta(name, cursor))
             if parent is None:
                 record = self.store.read(name, cursor)
                 meta = VersionMeta.from_json(record.meta)
-                estimator = _estimator_from(record.arrays, meta)
-                guard = _guard_from(record.arrays, meta)
+                estimator = estimator_from(record.arrays, meta)
+                guard = guard_from(record.arrays, meta)
                 start = LoadedModel(name, cursor, estimator, meta, guard)
                 break
             pending.append(cursor)
@@ -574,7 +428,7 @@ class ModelRepository:
         """The metadata of the snapshot ``version`` descends from (itself if a snapshot):
         where its classes, features and training settings are recorded."""
         meta = self.meta(name, version)
-        while (parent := _update_parent(meta)) is not None:
+        while (parent := parent_of(meta)) is not None:
             meta = self.meta(name, parent)
         return meta
 
@@ -708,7 +562,7 @@ class ModelRepository:
         if step.held.any():
             update_arrays["holdout_X"] = step.X[step.held]
             update_arrays["holdout_y"] = step.y[step.held].astype(np.int64)
-        snapshot = {**step.updated.to_arrays(), **_guard_arrays(step.guard)}
+        snapshot = {**step.updated.to_arrays(), **guard_arrays(step.guard)}
         chain_length = parent.meta.chain_length + 1
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
         if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
@@ -721,7 +575,7 @@ class ModelRepository:
             kind="update",
             source="online",
             parent=parent.version,
-            created_at=_now(),
+            created_at=now(),
             step=step.updated.state_.step,
             chain_length=chain_length,
             chain_bytes=chain_bytes,
@@ -767,7 +621,7 @@ class ModelRepository:
             kind="snapshot",
             source=source,
             parent=parent,
-            created_at=_now(),
+            created_at=now(),
             step=estimator.state_.step,
             params=estimator.get_params(),
             n_features=estimator.n_features_in_,
@@ -788,7 +642,7 @@ class ModelRepository:
         """The version ``version`` replays on (None for a snapshot), memoized."""
         key = (name, version)
         if key not in self._parents:
-            self._parents[key] = _update_parent(self.meta(name, version))
+            self._parents[key] = parent_of(self.meta(name, version))
         return self._parents[key]
 
     def _prune(self, name: str) -> list[int]:

@@ -1,0 +1,199 @@
+"""The value types of stored versions, and the codecs between them and artifacts.
+
+:class:`LoadedModel` is one version materialized (estimator, metadata, guard set);
+:class:`VersionInfo`, :class:`VersionPage` and :class:`VersionDetail` are what listings return;
+the functions turn a snapshot's arrays into an estimator and a guard set, follow a version's
+parent link, and fingerprint the weights an update produced. :mod:`model.repository` uses them
+to store, load, list and update versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .artifact import VersionMeta
+from .errors import CorruptArtifactError
+from .guard import GuardFigures, GuardPolicy, GuardSet, Verdict, figures
+from .optimizer import TrainState
+from .softmax import SoftmaxRegression, StepReport
+
+__all__ = [
+    "LoadedModel",
+    "UpdateResult",
+    "VersionDetail",
+    "VersionInfo",
+    "VersionPage",
+    "estimator_from",
+    "guard_arrays",
+    "guard_from",
+    "now",
+    "parent_of",
+    "state_digest",
+]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One materialized version. Treat it as immutable: the service shares it across threads."""
+
+    name: str
+    version: int
+    estimator: SoftmaxRegression
+    meta: VersionMeta
+    guard: GuardSet | None = None  # None: no guard set (a model from before 0.2, or none kept)
+    _figures: dict[float, GuardFigures | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def guard_figures(self, quantile: float = GuardPolicy.surprise_quantile) -> GuardFigures | None:
+        """This version on its own guard set (computed once per quantile, then cached)."""
+        if quantile not in self._figures:
+            guard = self.guard
+            self._figures[quantile] = figures(self.estimator, guard, quantile) if guard else None
+        return self._figures[quantile]
+
+    @cached_property
+    def classes(self) -> list[Any]:
+        """The class labels, in the order of the probability columns."""
+        return [c.item() for c in self.estimator.classes_]
+
+    @property
+    def n_features(self) -> int:
+        return self.estimator.n_features_in_
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        return self.estimator.feature_names_
+
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """What a request's rows and labels are read against: versions with equal layouts
+        read the same request the same way."""
+        return (self.n_features, self.feature_names, self.classes)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """A committed update: the new version, the one it was applied to, the minibatch's
+    prequential report, the guard's verdict (None when it did not judge) and how many rows of
+    the minibatch went to the guard set instead of training."""
+
+    model: LoadedModel
+    previous_version: int
+    report: StepReport
+    verdict: Verdict | None = None
+    held_out: int = 0
+
+
+@dataclass(frozen=True)
+class VersionInfo(Mapping[str, Any]):
+    """A stored version as a listing shows it. Also a read-only mapping of its metadata's JSON
+    form plus ``active`` and ``kept``, as :meth:`ModelRepository.versions` returned before."""
+
+    meta: VersionMeta
+    active: bool
+    kept: bool
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ("active", "kept"):
+            return getattr(self, key)
+        return self.meta[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.meta
+        yield from ("active", "kept")
+
+    def __len__(self) -> int:
+        return len(self.meta) + 2
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    """Versions newest first; ``next_before`` continues the listing (None: no more)."""
+
+    name: str
+    active: int
+    versions: list[VersionInfo]
+    next_before: int | None
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """A version and the snapshot it descends from (its classes, features and settings)."""
+
+    info: VersionInfo
+    snapshot: VersionMeta
+
+
+def state_digest(state: TrainState) -> str:
+    """A fingerprint of the weights after an update, checked when the update is replayed.
+
+    Hashing an 80 MB weight matrix per update would cost more than the update, so it hashes
+    the bias, the step count and an evenly strided sample of at most 4,096 weights: any
+    divergence of a replay (e.g. a different BLAS on another machine) shows up in all of them.
+    """
+    flat = state.weights.reshape(-1)
+    stride = max(1, flat.shape[0] // 4096)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(flat[::stride]).tobytes())
+    digest.update(state.bias.tobytes())
+    digest.update(str(state.step).encode())
+    return digest.hexdigest()
+
+
+def parent_of(meta: VersionMeta) -> int | None:
+    """The parent an update version replays on, or None for a snapshot. A parent must be an
+    older version, so a damaged lineage can never loop."""
+    if meta.kind == "snapshot":
+        return None
+    parent = meta.parent
+    if not (isinstance(parent, int) and 0 < parent < meta.version):
+        raise CorruptArtifactError(
+            f"version {meta.version}: damaged lineage metadata (kind {meta.kind!r}, "
+            f"parent {parent!r})"
+        )
+    return parent
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 with milliseconds (``...Z``)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> SoftmaxRegression:
+    """The estimator a snapshot artifact describes (the estimator owns its codec)."""
+    try:
+        return SoftmaxRegression.from_arrays(
+            arrays,
+            params=meta.params,
+            step=meta.step,
+            epochs_run=int(meta.training.get("epochs_run", 0)),
+        )
+    except ValueError as exc:
+        raise CorruptArtifactError(
+            f"version {meta.version}: snapshot is incomplete or inconsistent ({exc})"
+        ) from None
+
+
+def guard_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> GuardSet | None:
+    """The guard set a snapshot holds (None when it holds none)."""
+    if "guard_X" not in arrays or "guard_y" not in arrays:
+        return None
+    X, y = arrays["guard_X"], arrays["guard_y"].astype(np.intp)
+    if X.ndim != 2 or X.shape[0] != y.shape[0] or not 0 <= meta.guard_offline_rows <= y.shape[0]:
+        raise CorruptArtifactError(f"version {meta.version}: guard set arrays disagree")
+    return GuardSet(np.asarray(X, dtype=np.float64), y, meta.guard_offline_rows)
+
+
+def guard_arrays(guard: GuardSet | None) -> dict[str, NDArray[Any]]:
+    if guard is None or not guard.rows:
+        return {}
+    return {"guard_X": guard.X, "guard_y": guard.y.astype(np.int64)}
