@@ -158,6 +158,7 @@ class ModelRepository:
         # Parsed metadata, keyed by the store's cached dict (versions are immutable; a removed
         # version's dict leaves the store's cache, so its entry here is never hit again).
         self._parsed: dict[tuple[str, int], tuple[dict[str, Any], VersionMeta]] = {}
+        self._parsed_lock = threading.Lock()
         self._parents: dict[tuple[str, int], int | None] = {}  # lineage is immutable
 
     def __repr__(self) -> str:
@@ -386,9 +387,10 @@ class ModelRepository:
         if cached is not None and cached[0] is raw:
             return cached[1]
         meta = VersionMeta.from_json(raw)
-        if len(self._parsed) >= 4096:
-            self._parsed.pop(next(iter(self._parsed)), None)
-        self._parsed[(name, version)] = (raw, meta)
+        with self._parsed_lock:  # threads share it: evict and insert one at a time
+            if len(self._parsed) >= 4096:
+                self._parsed.pop(next(iter(self._parsed)), None)
+            self._parsed[(name, version)] = (raw, meta)
         return meta
 
     def load(
@@ -665,4 +667,5 @@ class ModelRepository:
         # way through leaves only versions whose whole chain is still on disk.
         for number in reversed(removed):
             self.store.remove(name, number)
+            self._parents.pop((name, number), None)  # numbers are never reused
         return removed
