@@ -8,7 +8,7 @@ stored with snapshots, grown by updates, rebuilt by replay, so every process jud
 update the same way.
 
 **The verdict** (:func:`judge`) compares the candidate model (the active one after the update)
-with the active one, and combines two signals, because neither alone separates honest batches
+with the active one, and combines four signals, because none alone separates honest batches
 from harmful ones:
 
 * *damage*: the candidate's log-loss on the guard set may rise by at most
@@ -115,8 +115,8 @@ class GuardSet:
         """These online rows added; the oldest online rows beyond ``online_capacity`` dropped."""
         if not y.shape[0]:
             return self
-        online_X = np.concatenate([self.X[self.offline :], X])[-online_capacity:]
-        online_y = np.concatenate([self.y[self.offline :], y])[-online_capacity:]
+        online_X = newest(np.concatenate([self.X[self.offline :], X]), online_capacity)
+        online_y = newest(np.concatenate([self.y[self.offline :], y]), online_capacity)
         X_all = np.concatenate([self.X[: self.offline], online_X])
         y_all = np.concatenate([self.y[: self.offline], online_y]).astype(np.intp)
         return GuardSet(X_all, y_all, self.offline)
@@ -198,6 +198,11 @@ class Verdict:
         )
 
 
+def newest(rows: NDArray[Any], count: int) -> NDArray[Any]:
+    """The last ``count`` rows (none for 0: ``rows[-0:]`` would be all of them)."""
+    return rows[max(0, rows.shape[0] - count) :]
+
+
 def row_losses(estimator: Any, X: Float, y: Index) -> Float:
     """Per-row cross-entropy ``(m,)`` of a fitted estimator on checked raw rows ``X: (m, d)``."""
     if not X.shape[0]:
@@ -242,8 +247,8 @@ def extended_figures(
 ) -> GuardFigures:
     """The figures of the same model on its guard set after :meth:`GuardSet.extended` with
     rows whose ``losses`` and ``correct`` flags are given: no second forward pass."""
-    online_losses = np.concatenate([found.losses[offline:], losses])[-online_capacity:]
-    online_correct = np.concatenate([found.correct[offline:], correct])[-online_capacity:]
+    online_losses = newest(np.concatenate([found.losses[offline:], losses]), online_capacity)
+    online_correct = newest(np.concatenate([found.correct[offline:], correct]), online_capacity)
     return figures_of(
         np.concatenate([found.losses[:offline], online_losses]),
         np.concatenate([found.correct[:offline], online_correct]),

@@ -189,8 +189,8 @@ class ModelRepository:
         check_model_name(name)
         arrays = estimator.to_arrays()  # raises NotFittedError first
         guard_set = self._offline_guard(estimator, guard, guard_rows)
-        meta = self._snapshot_meta(estimator, None, source="offline")
-        loaded = LoadedModel(name, 0, estimator, meta, guard_set)
+        draft = self._snapshot_meta(estimator, None, source="offline")
+        loaded = LoadedModel(name, 0, estimator, draft, guard_set)
         with self.store.lock(name):
             meta = replace(
                 self._snapshot_meta(estimator, self._active_or_none(name), source="offline"),
@@ -571,7 +571,11 @@ class ModelRepository:
             meta = self._snapshot_meta(step.updated, parent.version, source="online")
             offline = step.guard.offline if step.guard else 0
             return replace(
-                meta, training=parent.meta.training, guard_offline_rows=offline, **common
+                meta,
+                # The training record lives on the snapshot an update descends from.
+                training=self.snapshot_meta(parent.name, parent.version).training,
+                guard_offline_rows=offline,
+                **common,
             ), snapshot
         meta = VersionMeta(
             kind="update",

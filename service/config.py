@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model import ModelRepository
@@ -155,6 +155,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("guard_online_rows")
+    @classmethod
+    def _holdout_needs_room(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and info.data.get("holdout_every", 0) > 0:
+            raise ValueError(
+                "0 keeps no held-out row, while --holdout-every takes rows from training for "
+                "the guard set: set --holdout-every 0 too, or keep some rows"
+            )
+        return value
 
 
 def build_repository(settings: Settings) -> ModelRepository:

@@ -3,7 +3,7 @@
 From one declaration (:class:`PredictRequest`, :class:`TrainRequest`) come both the fast parser
 the routes run (:meth:`Contract.parse`: field names, presence, bounds, with precise messages)
 and the OpenAPI document (:meth:`Contract.openapi`, through a pydantic model generated from the
-same rules). Rows are checked against the served model by :func:`service.body.parse_rows`,
+same rules). Rows are checked against the served model by :func:`service.body.parse_instances`,
 because their width and feature names are the model's. Bounds that are settings (``max_rows``,
 ``max_learning_rate``, ``max_passes``) are named in the rule and read from :class:`Limits`.
 """
@@ -180,7 +180,7 @@ class Contract(Generic[Request]):
 
     def parse(self, data: dict[str, Any]) -> Request:
         """Check ``data`` (a JSON object) and return the typed request. Scalars are checked
-        before lists; rows are left for :func:`service.body.parse_rows`."""
+        before lists; rows are left for :func:`service.body.parse_instances`."""
         for key in data:
             if key not in self.rules:
                 raise InvalidRequestError(

@@ -69,7 +69,7 @@ def build_router(limits: Limits) -> APIRouter:
             raise
         report = result.report
         state.metrics.updates_applied.inc()
-        state.metrics.rows_trained.inc(report.n)
+        state.metrics.rows_trained.inc(report.n - result.held_out)  # held-out rows: guard set
         answer = {
             "version": result.model.version,
             "previous_version": result.previous_version,

@@ -162,3 +162,21 @@ def test_a_new_versions_guard_figures_match_a_fresh_pass(tmp_path: Path) -> None
     assert seeded.accuracy == fresh.accuracy
     assert seeded.surprise_threshold == pytest.approx(fresh.surprise_threshold, rel=1e-12)
     assert loaded.meta.guard == pytest.approx(fresh.to_json())
+
+
+def test_a_reservoir_of_zero_keeps_no_online_row() -> None:
+    guard = GuardSet(np.zeros((2, 2)), np.array([0, 1]), offline=2)
+    grown = guard.extended(np.ones((3, 2)), np.array([0, 1, 0]), online_capacity=0)
+    assert grown.rows == 2 and grown.X.tolist() == [[0, 0], [0, 0]]
+
+
+def test_an_online_snapshot_keeps_the_offline_training_record(tmp_path: Path) -> None:
+    repo = ModelRepository(LocalArtifactStore(tmp_path), snapshot_every=1)
+    repo.save(initial_model(), NAME, training={"epochs_run": 3, "data": "memory"})
+    for op in range(4):  # update, snapshot, update, snapshot: each from an update's child
+        result = repo.update(NAME, *update_batch(worker=4, op=op))
+    snapshots = [i for i in repo.versions(NAME) if i.meta.kind == "snapshot"]
+    assert len(snapshots) >= 2
+    assert all(info.meta.training == {"epochs_run": 3, "data": "memory"} for info in snapshots)
+    assert ModelRepository(LocalArtifactStore(tmp_path)).load(NAME).estimator.n_epochs_run_ == 3
+    assert result.model.version == 5
