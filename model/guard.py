@@ -60,6 +60,7 @@ __all__ = [
     "judge",
     "relative_step",
     "row_losses",
+    "scored",
     "upper_rate",
 ]
 
@@ -201,6 +202,15 @@ class Verdict:
 def newest(rows: NDArray[Any], count: int) -> NDArray[Any]:
     """The last ``count`` rows (none for 0: ``rows[-0:]`` would be all of them)."""
     return rows[max(0, rows.shape[0] - count) :]
+
+
+def scored(estimator: Any, X: Float, y: Index) -> tuple[Float, NDArray[np.bool_]]:
+    """Each row's cross-entropy ``(m,)`` and whether the model predicts it right ``(m,)``:
+    one forward pass over checked raw rows ``X: (m, d)``."""
+    Z = estimator.decision_function_checked(X)
+    losses: Float = logsumexp(Z) - Z[np.arange(y.shape[0]), y]
+    correct: NDArray[np.bool_] = Z.argmax(axis=1) == y
+    return losses, correct
 
 
 def row_losses(estimator: Any, X: Float, y: Index) -> Float:

@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from .guard import (
     holdout_mask,
     judge,
     relative_step,
-    row_losses,
+    scored,
 )
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
@@ -91,18 +92,38 @@ log = logging.getLogger("model.repository")
 @dataclass(frozen=True, eq=False)
 class _Step:
     """A candidate update: the checked minibatch ``X, y``, which rows were ``held`` out for
-    the guard set, the rows trained on, the resulting estimator and guard set."""
+    the guard set, the rows trained on, the active and the resulting estimator and guard set.
+    ``before`` and ``after`` score the minibatch under each, once, when first asked."""
 
     X: NDArray[np.float64]
     y: NDArray[np.intp]
     held: NDArray[np.bool_]
     train_X: NDArray[np.float64]
     train_y: NDArray[np.intp]
+    estimator: SoftmaxRegression
     updated: SoftmaxRegression
-    report: StepReport
     guard: GuardSet | None
     learning_rate: float | None
     passes: int
+    trained: StepReport  # the report of the training rows (all of them without a holdout)
+
+    @cached_property
+    def before(self) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        return scored(self.estimator, self.X, self.y)
+
+    @cached_property
+    def after(self) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        return scored(self.updated, self.X, self.y)
+
+    @cached_property
+    def report(self) -> StepReport:
+        """The minibatch's prequential figures: over every row, held out or trained on."""
+        if not self.held.any():
+            return self.trained
+        (losses, correct), (after, _) = self.before, self.after
+        return StepReport(
+            int(self.y.shape[0]), float(losses.mean()), float(correct.mean()), float(after.mean())
+        )
 
 
 @dataclass
@@ -277,7 +298,7 @@ class ModelRepository:
         estimator = current.estimator
         train_X, train_y = (X[~held], y_index[~held]) if held.any() else (X, y_index)
         if train_y.shape[0]:
-            updated, report = estimator.updated(
+            updated, trained = estimator.updated(
                 train_X,
                 train_y,
                 learning_rate=learning_rate,
@@ -285,23 +306,23 @@ class ModelRepository:
                 momentum=self.online_momentum,
             )
         else:  # every row went to the guard set: nothing to learn from
-            updated, report = estimator, StepReport(0, 0.0, 0.0, 0.0)
-        if held.any():  # the prequential figures cover every row of the minibatch
-            before = row_losses(estimator, X, y_index)
-            correct = estimator.decision_function_checked(X).argmax(axis=1) == y_index
-            after = row_losses(updated, X, y_index)
-            report = StepReport(
-                int(y_index.shape[0]),
-                float(before.mean()),
-                float(correct.mean()),
-                float(after.mean()),
-            )
+            updated, trained = estimator, StepReport(0, 0.0, 0.0, 0.0)
         guard = current.guard
         if held.any():
             base_guard = guard or GuardSet.empty(X.shape[1])
             guard = base_guard.extended(X[held], y_index[held], self.guard_online_rows)
         return _Step(
-            X, y_index, held, train_X, train_y, updated, report, guard, learning_rate, passes
+            X,
+            y_index,
+            held,
+            train_X,
+            train_y,
+            estimator,
+            updated,
+            guard,
+            learning_rate,
+            passes,
+            trained,
         )
 
     def _judge(
@@ -316,7 +337,7 @@ class ModelRepository:
         before = current.guard_figures(policy.surprise_quantile)
         after = figures(step.updated, guard, policy.surprise_quantile)
         assert before is not None and after is not None  # the guard set has rows
-        batch_losses = row_losses(current.estimator, step.X, step.y)
+        batch_losses = step.before[0]
         estimator = current.estimator
         moved = relative_step(estimator.state_.weights, step.updated.state_.weights)
         own_rate = estimator.sgd_settings.rate(estimator.state_.step)
@@ -340,14 +361,12 @@ class ModelRepository:
         """The candidate on its own guard set: the judged figures, plus the held-out rows."""
         if not step.held.any() or current.guard is None:
             return after
-        X, y = step.X[step.held], step.y[step.held]
-        losses = row_losses(step.updated, X, y)
-        correct = step.updated.decision_function_checked(X).argmax(axis=1) == y
+        losses, correct = step.after
         return extended_figures(
             after,
             current.guard.offline,
-            losses,
-            correct,
+            losses[step.held],
+            correct[step.held],
             self.guard_online_rows,
             self.policy.surprise_quantile,
         )
