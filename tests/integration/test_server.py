@@ -23,6 +23,7 @@ from .server import train_offline, wait_until
 
 ROW = [1.0] * 64
 PREDICTS = 16
+MAX_ROUNDS = 10
 
 
 @pytest.fixture(scope="module")
@@ -264,14 +265,26 @@ def test_metrics_count_requests_and_updates(
 ) -> None:
     server = live_server(live_digits_store, "--workers", str(workers))
     first, second = digits_minibatches(2, seed=3)
-    # Concurrent fresh connections, so that with two workers both take part (checked below
-    # from each worker's own metrics file) and /metrics must add their counts up.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = pool.map(
-            lambda _: server.post("/predict", json={"instances": digits_rows.tolist()}),
-            range(PREDICTS),
-        )
-        assert [r.status_code for r in answers] == [200] * PREDICTS
+    # Rounds of concurrent fresh connections, so that with two workers both take part
+    # (checked below from each worker's own metrics file) and /metrics must add their counts
+    # up. The kernel hands connections to whichever worker accepts first, so one round may
+    # all land on one worker: more rounds follow (bounded) until each has served some.
+    sent = 0
+    for _ in range(MAX_ROUNDS):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = pool.map(
+                lambda _: server.post("/predict", json={"instances": digits_rows.tolist()}),
+                range(PREDICTS),
+            )
+            assert [r.status_code for r in answers] == [200] * PREDICTS
+        sent += PREDICTS
+        if workers == 1:
+            break
+        per_process = server.requests_per_process()
+        if len(per_process) == workers and all(
+            c.get(("POST", "/predict", "200"), 0) for c in per_process.values()
+        ):
+            break
     assert server.post("/predict", json={"instances": [ROW[:-1]]}).status_code == 422
     assert server.post("/predict", content=b"{").status_code == 400
     assert server.post("/train", json=first.payload()).status_code == 200
@@ -284,13 +297,13 @@ def test_metrics_count_requests_and_updates(
         per_process = server.requests_per_process()
         served = [c.get(("POST", "/predict", "200"), 0) for c in per_process.values()]
         assert sorted(per_process) == server.worker_pids()
-        assert all(served) and sum(served) == PREDICTS, served
+        assert all(served) and sum(served) == sent, served
 
     response = server.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = metric_samples(response.text)
-    assert requests_counted(samples, "POST", "/predict", 200) == PREDICTS
+    assert requests_counted(samples, "POST", "/predict", 200) == sent
     assert requests_counted(samples, "POST", "/predict", 422) == 1
     assert requests_counted(samples, "POST", "/predict", 400) == 1
     assert requests_counted(samples, "POST", "/train", 200) == 2
@@ -300,7 +313,7 @@ def test_metrics_count_requests_and_updates(
     assert requests_counted(samples, "GET", "unmatched", 404) == 1
     assert samples[("softmax_updates_applied_total", frozenset())] == 2
     assert samples[("softmax_rows_trained_total", frozenset())] == 16
-    assert samples[("softmax_rows_predicted_total", frozenset())] == PREDICTS * len(digits_rows)
+    assert samples[("softmax_rows_predicted_total", frozenset())] == sent * len(digits_rows)
     rejected = frozenset({"reason": "unknown_label"}.items())
     assert samples[("softmax_updates_rejected_total", rejected)] == 1
     assert samples[("softmax_active_version", frozenset())] == 3
