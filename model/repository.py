@@ -22,6 +22,7 @@ snapshot).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .artifact import OnlineStats, Record, Source, VersionMeta
+from .commit import GroupCommit, Job
 from .drift import DriftState
 from .errors import (
     CorruptArtifactError,
@@ -40,6 +42,7 @@ from .errors import (
     ModelChangedError,
     ModelError,
     ModelNotFoundError,
+    StoreError,
     UpdateRejectedError,
     VersionNotFoundError,
 )
@@ -126,6 +129,20 @@ class _Step:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class _UpdateRequest:
+    """One call of :meth:`ModelRepository.update`, queued for the next batch."""
+
+    X: ArrayLike
+    y: ArrayLike | Sequence[Any]
+    learning_rate: float | None
+    passes: int
+    base: LoadedModel | None
+    on_commit: Callable[[LoadedModel], None] | None
+    key: str | None
+    force: bool
+
+
 @dataclass
 class _StreamCursor:
     """How far one process has folded a model's online stream into its window."""
@@ -152,6 +169,7 @@ class ModelRepository:
         online_momentum: bool = True,
         drift_delta: float = 0.05,
         drift_threshold: float = 5.0,
+        commit_batch: int = 64,
     ) -> None:
         """``keep_last=None`` never removes versions (the training CLI's default: retention
         is the serving side's policy). ``guard`` judges updates (:mod:`model.guard`; default
@@ -160,11 +178,13 @@ class ModelRepository:
         ``guard_online_rows`` of them. ``online_momentum=False`` makes each online update plain
         SGD steps that leave the momentum buffers alone, so that an update's effect is its own
         (the service's default). ``drift_delta`` and ``drift_threshold`` set the Page-Hinkley
-        test (:mod:`model.drift`).
+        test (:mod:`model.drift`). ``commit_batch`` caps how many queued updates one sync
+        covers (:mod:`model.commit`).
         """
-        if (keep_last is not None and keep_last < 1) or snapshot_every < 1:
+        if (keep_last is not None and keep_last < 1) or snapshot_every < 1 or commit_batch < 1:
             raise InvalidParameterError(
-                f"keep_last and snapshot_every must be >= 1, got {keep_last}, {snapshot_every}"
+                "keep_last, snapshot_every and commit_batch must be >= 1, got "
+                f"{keep_last}, {snapshot_every}, {commit_batch}"
             )
         self.store = store
         self.keep_last = keep_last
@@ -181,6 +201,10 @@ class ModelRepository:
         self._parsed: dict[tuple[str, int], tuple[dict[str, Any], VersionMeta]] = {}
         self._parsed_lock = threading.Lock()
         self._parents: dict[tuple[str, int], int | None] = {}  # lineage is immutable
+        self.commit_batch = commit_batch
+        self._committers: dict[str, GroupCommit[_UpdateRequest]] = {}
+        self._committers_lock = threading.Lock()
+        self._last: dict[str, LoadedModel] = {}  # the newest version this object committed
 
     def __repr__(self) -> str:
         return f"ModelRepository({self.store!r})"
@@ -246,44 +270,97 @@ class ModelRepository:
         only saves work when it is that version). The guard judges the update first
         (:mod:`model.guard`): a harmful one raises :class:`UpdateRejectedError` unless
         ``force`` (an administrator's override, recorded). When this returns, the new version
-        is on disk (fsynced) and active. Invalid input, a diverging or a refused update raises
+        is on disk (synced) and active. Invalid input, a diverging or a refused update raises
         and stores nothing. ``on_commit`` runs with the new version while the lock is still
         held, so a caller can publish it before any later writer's version. ``key`` names the
         client, recorded in the version's metadata.
+
+        Concurrent calls for one model are group-committed (:mod:`model.commit`): those that
+        queue while a batch is being applied are applied next, one after another, each to the
+        version the previous one made, and one sync of the update log covers them all.
         """
+        check_model_name(name)
+        request = _UpdateRequest(X, y, learning_rate, passes, base, on_commit, key, force)
+        result: UpdateResult = self._committer(name).submit(request)
+        return result
+
+    def _committer(self, name: str) -> GroupCommit[_UpdateRequest]:
+        with self._committers_lock:
+            committer = self._committers.get(name)
+            if committer is None:
+                committer = GroupCommit(
+                    functools.partial(self._commit, name), max_batch=self.commit_batch
+                )
+                self._committers[name] = committer
+            return committer
+
+    def _commit(self, name: str, jobs: list[Job[_UpdateRequest]]) -> None:
+        """One batch of updates under one hold of the lock: each applied to the previous
+        one's result and appended to the log, then one sync, then each published in order."""
         with self.store.lock(name):
             head = self.store.head(name)
             if head.newest == 0:
                 raise ModelNotFoundError(f"model {name!r} has no versions to update")
+            bases = [self._last.get(name), *(job.request.base for job in jobs)]
+            known = [b for b in bases if b is not None and b.name == name]
+            base = max(known, key=lambda b: b.version, default=None)
             current = self.load(name, head.active, base=base)
-            if base is not None and current is not base and current.layout != base.layout:
-                raise ModelChangedError(
-                    f"model {name!r} changed while this request was read: version "
-                    f"{current.version} has other features or classes than version "
-                    f"{base.version}; retry the request",
-                )
-            estimator = current.estimator
-            X_checked = check_matrix(X, estimator.n_features_in_)
-            y_index = check_labels(y, estimator.classes_)
-            check_same_length(X_checked.shape[0], y_index)
-            step = self._step(current, X_checked, y_index, learning_rate, passes)
-            # After the step, so that an update that would diverge says so (DivergenceError).
-            if self.policy.mode == "enforce" and not force:
-                check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
-            verdict, after = self._judge(current, step, force)
-            candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard)
-            if after is not None:  # the new version's guard figures, from the judged ones
-                candidate._figures[self.policy.surprise_quantile] = self._new_figures(
-                    current, step, after
-                )
-            record = self._update_record(current, candidate, step, verdict, key, force)
-            stored = self._write(name, *record)
-            # The same figures cache: the new version's guard figures are computed once.
-            loaded = replace(candidate, version=stored.version, meta=stored)
-            if on_commit is not None:
-                on_commit(loaded)
+            applied = []
+            for job in jobs:
+                try:
+                    # Whichever thread leads the batch: huge finite rows overflow the input
+                    # checks' sums (harmless) and diverging updates (refused): no warnings.
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        job.result = self._apply(name, current, job.request)
+                except Exception as exc:  # this request fails; the batch goes on without it
+                    job.error = exc
+                    continue
+                current = job.result.model
+                applied.append(job)
+            if not applied:
+                return
+            try:
+                self.store.sync(name)
+            except OSError as exc:
+                failure = StoreError(f"could not make the update durable ({exc})")
+                for job in applied:
+                    job.result, job.error = None, failure
+                log.error("model %r: syncing the update log failed: %s", name, exc)
+                return
+            self._last[name] = current
+            for job in applied:
+                if job.request.on_commit is not None:
+                    job.request.on_commit(job.result.model)
             self._prune_after_commit(name)
-            return UpdateResult(loaded, current.version, step.report, verdict, int(step.held.sum()))
+
+    def _apply(self, name: str, current: LoadedModel, request: _UpdateRequest) -> UpdateResult:
+        """Check, judge and append one update to ``current`` (not yet synced)."""
+        base = request.base
+        if base is not None and current is not base and current.layout != base.layout:
+            raise ModelChangedError(
+                f"model {name!r} changed while this request was read: version "
+                f"{current.version} has other features or classes than version "
+                f"{base.version}; retry the request",
+            )
+        estimator = current.estimator
+        X_checked = check_matrix(request.X, estimator.n_features_in_)
+        y_index = check_labels(request.y, estimator.classes_)
+        check_same_length(X_checked.shape[0], y_index)
+        step = self._step(current, X_checked, y_index, request.learning_rate, request.passes)
+        # After the step, so that an update that would diverge says so (DivergenceError).
+        if self.policy.mode == "enforce" and not request.force:
+            check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
+        verdict, after = self._judge(current, step, request.force)
+        candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard)
+        if after is not None:  # the new version's guard figures, from the judged ones
+            candidate._figures[self.policy.surprise_quantile] = self._new_figures(
+                current, step, after
+            )
+        record = self._update_record(current, candidate, step, verdict, request.key, request.force)
+        stored = self._write(name, *record, durable=False)
+        # The same figures cache: the new version's guard figures are computed once.
+        loaded = replace(candidate, version=stored.version, meta=stored)
+        return UpdateResult(loaded, current.version, step.report, verdict, int(step.held.sum()))
 
     def _step(
         self,
@@ -627,8 +704,10 @@ class ModelRepository:
         keep = max(0, min(rows, GUARD_BYTES // (8 * X.shape[1])))
         return GuardSet(X[:keep], y[:keep], offline=min(keep, X.shape[0]))
 
-    def _write(self, name: str, meta: VersionMeta, arrays: dict[str, Any]) -> VersionMeta:
-        stored = self.store.write(name, Record(meta.to_json(), arrays))
+    def _write(
+        self, name: str, meta: VersionMeta, arrays: dict[str, Any], *, durable: bool = True
+    ) -> VersionMeta:
+        stored = self.store.write(name, Record(meta.to_json(), arrays), durable=durable)
         return VersionMeta.from_json(stored.meta)
 
     def _active_or_none(self, name: str) -> int | None:

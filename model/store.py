@@ -5,25 +5,33 @@ Layout of a :class:`LocalArtifactStore` rooted at ``artifacts/``::
     artifacts/
       digits/                  one directory per model name
         .lock                  cross-process writer lock (POSIX flock)
-        v00000001.npz          version 1 (immutable; a snapshot or an update, see artifact.py)
-        v00000002.npz          version 2 ...
+        v00000001.npz          version 1: a snapshot (immutable; see artifact.py)
+        u00000002.log          the update log: versions 2, 3, ... as appended records (wal.py)
+        v00000061.npz          a later snapshot
+        u00000062.log          the next segment of the log
         ACTIVE                 {"version": 5, "as_of": 9}: written only by an explicit activation
         KEPT                   [3, 7]: versions that retention never removes
+
+A version is either a snapshot file or a record in a log segment (:mod:`model.wal`); stores
+written before 0.3 also hold updates as ``vNNNNNNNN.npz`` files, which still load.
 
 **Which version is active.** Creating a version activates it. An explicit activation (rollback
 or promotion) writes ``ACTIVE`` with the newest version number at that moment as ``as_of``.
 So the active version is ``ACTIVE.version`` while no version newer than ``ACTIVE.as_of``
-exists, else the newest version. Every change of state is therefore one atomic rename: writing
-a version never needs a second file, and a crash between two steps cannot exist.
+exists, else the newest version. Writing a version therefore never needs a second file.
 
-**Atomic and durable.** Every file is written to a temporary name in the same directory,
-flushed, fsynced, renamed into place, and the directory is fsynced. A reader sees the old
-file or the new one, never a partial one. Writers hold the model's lock, so any temporary file
-found while holding it is debris of a killed writer and is removed.
+**Atomic and durable.** A snapshot (and ``ACTIVE``, ``KEPT``) is written to a temporary name in
+the same directory, fsynced, renamed into place, and the directory is fsynced: a reader sees
+the old file or the new one. An update is appended to the log and made durable by
+:meth:`LocalArtifactStore.sync` (``fdatasync``), which covers every record appended since the
+last sync: writers append several and sync once (group commit, :mod:`model.commit`), and
+release the lock only after syncing. A crash can leave a torn record at the end of the log;
+the next writer cuts it off (see :mod:`model.wal` for the recovery rules).
 
-**Concurrent writers.** All writes happen under :meth:`LocalArtifactStore.lock`, a blocking
-``flock`` on ``.lock`` (plus a thread lock, since one process may run many threads), so version
-numbers are handed out one at a time across every process that shares the directory.
+**Concurrent writers.** All writes happen under :meth:`LocalArtifactStore.lock`, a ``flock``
+on ``.lock`` (plus a thread lock, since one process may run many threads), so version numbers
+are handed out one at a time across every process that shares the directory. The lock holder
+reads the directory once when it takes the lock; until it lets go, nobody else can change it.
 """
 
 from __future__ import annotations
@@ -31,17 +39,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
+from . import wal
 from .artifact import FORMAT_VERSION, Record, encode_record, read_meta, read_record
 from .errors import (
     CorruptArtifactError,
@@ -63,6 +73,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_FILE = re.compile(r"^v(\d{8})\.npz$")
 _TMP_PREFIX = ".tmp-"
 _META_CACHE_SIZE = 4096
+
+log = logging.getLogger("model.store")
 
 
 def check_model_name(name: str) -> str:
@@ -93,7 +105,8 @@ class ArtifactStore(Protocol):
     def versions(self, model: str) -> list[int]: ...
     def read(self, model: str, version: int) -> Record: ...
     def read_meta(self, model: str, version: int) -> dict[str, Any]: ...
-    def write(self, model: str, record: Record) -> Record: ...
+    def write(self, model: str, record: Record, *, durable: bool = True) -> Record: ...
+    def sync(self, model: str) -> None: ...
     def activate(self, model: str, version: int) -> None: ...
     def kept(self, model: str) -> frozenset[int]: ...
     def set_kept(self, model: str, version: int, kept: bool) -> None: ...
@@ -146,15 +159,93 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@dataclass
+class _Segment:
+    """One log segment as far as it has been read: its complete records, where they end, and
+    what stopped the reading there (None: the end of the file)."""
+
+    path: Path
+    first: int
+    entries: list[wal.Entry] = field(default_factory=list)
+    end: int = 0
+    stamp: tuple[int, int, int] = (0, 0, 0)  # size, mtime and inode when last read
+    problem: str | None = None
+    valid_after: bool = False
+
+    def read_on(self, stat: os.stat_result) -> bool:
+        """Catch up with the file as ``stat`` describes it now. True if anything changed."""
+        stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if stamp == self.stamp:
+            return False
+        size = stat.st_size
+        if size < self.end:  # retention truncated it (records are never rewritten in place)
+            self.entries = [e for e in self.entries if e.end <= size]
+            self.end = self.entries[-1].end if self.entries else 0
+        found = wal.scan(self.path, self.end) if size > self.end else wal.Scan(end=self.end)
+        self.entries.extend(found.entries)
+        self.end, self.problem, self.valid_after = found.end, found.problem, found.valid_after
+        self.stamp = stamp
+        return True
+
+
+@dataclass
+class _Catalog:
+    """What one process knows of one model's directory: the snapshot files, the log segments
+    and the two pointer files. Refreshed from the directory by readers; kept current in memory
+    by the lock holder, whose writes are the only changes while it holds the lock."""
+
+    snapshots: set[int] = field(default_factory=set)
+    segments: dict[str, _Segment] = field(default_factory=dict)
+    log: dict[int, tuple[_Segment, wal.Entry]] = field(default_factory=dict)
+    active: Any = None
+    kept: frozenset[int] | StoreError = frozenset()
+    debris: list[str] = field(default_factory=list)
+
+    def newest(self) -> int:
+        return max(max(self.snapshots, default=0), max(self.log, default=0))
+
+    def versions(self) -> list[int]:
+        return sorted(self.snapshots.union(self.log))
+
+    def index(self) -> None:
+        self.log = {e.version: (seg, e) for seg in self.segments.values() for e in seg.entries}
+
+    def tail(self) -> _Segment | None:
+        """The newest segment (the one appends go to)."""
+        return max(self.segments.values(), key=lambda s: s.first, default=None)
+
+
+@dataclass
+class _Model:
+    """Per-model state of one store object: the catalog and its lock, and while this process
+    holds the writer lock, the appends not yet synced."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards the catalog
+    catalog: _Catalog = field(default_factory=_Catalog)
+    owner: int | None = None  # the thread holding the writer lock
+    fds: dict[Path, int] = field(default_factory=dict)  # segments open for appending
+    unsynced: set[Path] = field(default_factory=set)
+    directory_dirty: bool = False
+    damaged: str | None = None
+
+
 class LocalArtifactStore:
-    """A store in a local (or network) directory with working POSIX advisory locks."""
+    """A store in a local (or network) directory with working POSIX advisory locks.
+
+    ``syncs`` counts the ``fsync``/``fdatasync`` calls this object made (each snapshot costs
+    two, each :meth:`sync` of appended updates one, plus one for a new segment's directory
+    entry); ``on_sync``, when set, is called with each increment (the service's metrics).
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.syncs = 0
+        self.on_sync: Callable[[int], None] | None = None
         self._thread_locks: dict[str, threading.Lock] = {}
         self._registry_lock = threading.Lock()
         self._held = threading.local()
+        self._models: dict[str, _Model] = {}
         self._meta_cache: dict[tuple[str, int], dict[str, Any]] = {}
         self._cache_lock = threading.Lock()
 
@@ -179,7 +270,136 @@ class LocalArtifactStore:
         return directory
 
     def path(self, model: str, version: int) -> Path:
+        """Where a snapshot version's file is (or would be)."""
         return self._dir(model) / f"v{version:08d}.npz"
+
+    def _state(self, model: str) -> _Model:
+        with self._registry_lock:
+            return self._models.setdefault(model, _Model())
+
+    def _counted(self, syncs: int) -> None:
+        self.syncs += syncs
+        if self.on_sync is not None:
+            self.on_sync(syncs)
+
+    # ------------------------------------------------------------------ the catalog
+    def _catalog(self, model: str) -> _Catalog:
+        """The model's catalog, fresh from the directory (unless this thread holds the writer
+        lock: then the one in memory is the truth)."""
+        state = self._state(model)
+        if state.owner == threading.get_ident():
+            return state.catalog
+        directory = self._existing_dir(model)
+        with state.lock:
+            self._refresh(directory, state.catalog)
+            return state.catalog
+
+    @staticmethod
+    def _refresh(directory: Path, catalog: _Catalog) -> None:
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            names = []
+        snapshots = set()
+        present = set()
+        changed = False
+        debris = []
+        for name in names:
+            if match := _VERSION_FILE.match(name):
+                snapshots.add(int(match.group(1)))
+            elif match := wal.SEGMENT.match(name):
+                present.add(name)
+                segment = catalog.segments.get(name)
+                if segment is None:
+                    path = directory / name
+                    segment = catalog.segments[name] = _Segment(path, int(match.group(1)))
+                try:
+                    stat = os.stat(segment.path)
+                except FileNotFoundError:
+                    present.discard(name)
+                    continue
+                changed |= segment.read_on(stat)
+            elif name.startswith(_TMP_PREFIX):
+                debris.append(name)
+        for gone in set(catalog.segments) - present:
+            del catalog.segments[gone]
+            changed = True
+        if changed or len(catalog.log) != sum(len(s.entries) for s in catalog.segments.values()):
+            catalog.index()
+        catalog.snapshots = snapshots
+        catalog.debris = debris
+        catalog.active = _read_json(directory / "ACTIVE")
+        try:  # a broken KEPT fails retention (which says so), not every write
+            kept = _read_json(directory / "KEPT")
+        except StoreError as exc:
+            catalog.kept = exc
+        else:
+            catalog.kept = (
+                frozenset(int(v) for v in kept) if isinstance(kept, list) else frozenset()
+            )
+
+    def _recover(self, model: str, directory: Path, state: _Model) -> None:
+        """On taking the writer lock: read the directory, clear a killed writer's debris, cut
+        a torn tail off the log, and note damage that makes writing unsafe."""
+        catalog = state.catalog
+        with state.lock:
+            self._refresh(directory, catalog)
+        for name in catalog.debris:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+        state.damaged = None
+        tail = catalog.tail()
+        for segment in catalog.segments.values():
+            if segment.problem is None:
+                continue
+            if segment is tail and not segment.valid_after:
+                self._cut(model, segment)
+            elif segment is tail:
+                state.damaged = (
+                    f"{segment.path}: {segment.problem} at byte {segment.end}, with complete "
+                    "records after it: the log is damaged (not a torn write); versions after "
+                    f"{segment.entries[-1].version if segment.entries else segment.first - 1} "
+                    "cannot be read, and writing is refused until the file is restored"
+                )
+                log.error("model %r: %s", model, state.damaged)
+            else:
+                log.error(
+                    "model %r: %s: %s at byte %d; the versions recorded after it in that "
+                    "segment cannot be read",
+                    model,
+                    segment.path,
+                    segment.problem,
+                    segment.end,
+                )
+
+    def _cut(self, model: str, segment: _Segment) -> None:
+        cut = segment.stamp[0] - segment.end
+        newest = segment.entries[-1].version if segment.entries else None
+        if segment.entries:
+            os.truncate(segment.path, segment.end)
+            fd = os.open(segment.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._counted(1)
+        else:
+            segment.path.unlink()
+        log.warning(
+            "model %r: cut %d bytes off the end of %s: %s, the remains of an append that a "
+            "crash interrupted (never acknowledged); the log ends at %s",
+            model,
+            cut,
+            segment.path,
+            segment.problem,
+            f"version {newest}" if newest else "the segment's start (the segment is removed)",
+        )
+        segment.problem = None
+        segment.stamp = (segment.end, 0, 0)  # read again when next asked
+        catalog = self._state(model).catalog
+        if not segment.entries:
+            del catalog.segments[segment.path.name]
+        catalog.index()
 
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:
@@ -188,35 +408,47 @@ class LocalArtifactStore:
             return []
         found = []
         for entry in os.scandir(self.root):
-            if entry.is_dir() and _NAME.match(entry.name) and self._scan(Path(entry.path)):
+            if entry.is_dir() and _NAME.match(entry.name) and self._has_versions(entry.path):
                 found.append(entry.name)
         return sorted(found)
 
     @staticmethod
-    def _scan(directory: Path) -> list[int]:
+    def _has_versions(directory: str) -> bool:
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
-            return []
-        return sorted(int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n)))
+            return False
+        return any(_VERSION_FILE.match(n) or wal.SEGMENT.match(n) for n in names)
 
     def versions(self, model: str) -> list[int]:
         """All stored version numbers of ``model``, ascending."""
-        return self._scan(self._existing_dir(model))
+        return self._catalog(model).versions()
 
     def head(self, model: str) -> Head:
-        versions = self.versions(model)
-        newest = versions[-1] if versions else 0
-        pointer = self._read_json(self._dir(model) / "ACTIVE")
+        catalog = self._catalog(model)
+        newest = catalog.newest()
+        pointer = catalog.active
         if isinstance(pointer, dict) and int(pointer.get("as_of", -1)) >= newest:
             active = int(pointer["version"])
-            if active in versions:
+            if active in catalog.snapshots or active in catalog.log:
                 return Head(active=active, newest=newest)
         return Head(active=newest, newest=newest)
 
     def read(self, model: str, version: int) -> Record:
         """The verified content of one version."""
-        path = self._version_path(model, version)
+        self._check_version(model, version)
+        found = self._find(model, version)
+        if found is not None:
+            segment, entry = found
+            try:
+                meta, arrays = wal.decode(segment.path, entry)
+            except (FileNotFoundError, CorruptArtifactError):
+                if self._find(model, version, refresh=True) is None:
+                    raise self._missing(model, version) from None  # retention removed it
+                raise
+            _check_identity(meta, model, version, segment.path)
+            return Record(meta, arrays)
+        path = self.path(model, version)
         try:
             record = read_record(path)
         except FileNotFoundError:
@@ -229,15 +461,34 @@ class LocalArtifactStore:
         key = (model, version)
         with self._cache_lock:
             meta = self._meta_cache.get(key)
-        if meta is None:
-            path = self._version_path(model, version)
+        if meta is not None:
+            return meta
+        self._check_version(model, version)
+        found = self._find(model, version)
+        if found is not None:
+            meta = found[1].meta  # read and verified with its record when the log was read
+            _check_identity(meta, model, version, found[0].path)
+        else:
+            path = self.path(model, version)
             try:
                 meta = read_meta(path)
             except FileNotFoundError:
                 raise self._missing(model, version) from None
             _check_identity(meta, model, version, path)
-            self._remember(key, meta)
+        self._remember(key, meta)
         return meta
+
+    def _find(
+        self, model: str, version: int, *, refresh: bool = False
+    ) -> tuple[_Segment, wal.Entry] | None:
+        """Where ``version`` is in the log (None: not in the log, so a file or missing)."""
+        state = self._state(model)
+        if not refresh:
+            with state.lock:
+                found = state.catalog.log.get(version)
+            if found is not None or version in state.catalog.snapshots:
+                return found
+        return self._catalog(model).log.get(version)
 
     def _remember(self, key: tuple[str, int], meta: dict[str, Any]) -> None:
         with self._cache_lock:
@@ -245,13 +496,12 @@ class LocalArtifactStore:
                 self._meta_cache.pop(next(iter(self._meta_cache)), None)
             self._meta_cache[key] = meta
 
-    def _version_path(self, model: str, version: int) -> Path:
+    def _check_version(self, model: str, version: int) -> None:
         self._existing_dir(model)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise VersionNotFoundError(
                 f"version must be a positive integer, got {version!r}", field="version"
             )
-        return self.path(model, version)
 
     def _missing(self, model: str, version: int) -> VersionNotFoundError:
         versions = self.versions(model)
@@ -263,22 +513,16 @@ class LocalArtifactStore:
         )
 
     def kept(self, model: str) -> frozenset[int]:
-        value = self._read_json(self._dir(model) / "KEPT")
-        return frozenset(int(v) for v in value) if isinstance(value, list) else frozenset()
-
-    @staticmethod
-    def _read_json(path: Path) -> Any:
-        try:
-            return json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except ValueError as exc:
-            raise StoreError(f"{path}: not valid JSON ({exc})") from None
+        kept = self._catalog(model).kept
+        if isinstance(kept, StoreError):
+            raise kept
+        return kept
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def lock(self, model: str) -> Iterator[None]:
-        """Hold the model's writer lock (re-entrant within a thread)."""
+        """Hold the model's writer lock (re-entrant within a thread). Appends not yet synced
+        are synced before it is let go."""
         held: set[str] = self._held.__dict__.setdefault("models", set())
         if model in held:
             yield
@@ -291,10 +535,11 @@ class LocalArtifactStore:
         deadline = time.monotonic() + self.lock_timeout
         if not thread_lock.acquire(timeout=self.lock_timeout):
             raise self._busy(model)
+        state = self._state(model)
         try:
             fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                delay = 0.0005
+                delay = 0.0001
                 while True:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,18 +548,34 @@ class LocalArtifactStore:
                         if time.monotonic() >= deadline:
                             raise self._busy(model) from None
                         time.sleep(delay)
-                        delay = min(delay * 2, 0.002)
+                        delay = min(delay * 2, 0.001)
                 held.add(model)
                 try:
-                    self._remove_debris(directory)
+                    self._recover(model, directory, state)
+                    state.owner = threading.get_ident()
                     yield
                 finally:
-                    held.discard(model)
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    try:
+                        self._release(model, state)
+                    finally:
+                        state.owner = None
+                        held.discard(model)
+                        fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
         finally:
             thread_lock.release()
+
+    def _release(self, model: str, state: _Model) -> None:
+        """Before the lock goes: sync what was appended and not yet synced, close the log."""
+        try:
+            if state.unsynced or state.directory_dirty:
+                self.sync(model)
+        finally:
+            for fd in state.fds.values():
+                os.close(fd)
+            state.fds.clear()
+            state.unsynced.clear()
 
     def _busy(self, model: str) -> StoreBusyError:
         return StoreBusyError(
@@ -322,59 +583,169 @@ class LocalArtifactStore:
             "(another writer holds it)"
         )
 
-    def _require_lock(self, model: str) -> Path:
+    def _require_lock(self, model: str) -> _Model:
         if model not in self._held.__dict__.get("models", set()):
             raise RuntimeError(f"writing to model {model!r} requires holding store.lock(model)")
-        return self._dir(model)
+        return self._state(model)
 
-    @staticmethod
-    def _remove_debris(directory: Path) -> None:
-        for name in os.listdir(directory):
-            if name.startswith(_TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    (directory / name).unlink()
-
-    def write(self, model: str, record: Record) -> Record:
+    def write(self, model: str, record: Record, *, durable: bool = True) -> Record:
         """Store ``record`` as the next version (it becomes active). Requires the lock.
 
-        Returns the record as stored: its metadata with ``format_version``, ``model`` and
-        ``version`` filled in.
+        An update (``kind == "update"``) is appended to the log; ``durable=False`` leaves it
+        for the next :meth:`sync` (at the latest when the lock is let go) so that one sync
+        covers many. A snapshot is its own file, durable on return. Returns the record as
+        stored: its metadata with ``format_version``, ``model`` and ``version`` filled in.
         """
-        directory = self._require_lock(model)
-        versions = self._scan(directory)
-        version = (versions[-1] if versions else 0) + 1
+        state = self._require_lock(model)
+        if state.damaged is not None:
+            raise CorruptArtifactError(state.damaged)
+        catalog = state.catalog
+        version = catalog.newest() + 1
         meta = {**record.meta, "format_version": FORMAT_VERSION, "model": model}
         meta["version"] = version
         stored = Record(meta, record.arrays)
-        atomic_write(self.path(model, version), encode_record(stored))
+        if record.meta.get("kind") == "update":
+            self._append(model, state, stored)
+            if durable:
+                self.sync(model)
+        else:
+            # The updates before it first: a snapshot never outlives a version it follows.
+            self.sync(model)
+            atomic_write(self.path(model, version), encode_record(stored))
+            self._counted(2)
+            with state.lock:
+                catalog.snapshots.add(version)
         self._remember((model, version), meta)
         return stored
 
+    def _append(self, model: str, state: _Model, record: Record) -> None:
+        catalog = state.catalog
+        version = record.version
+        data = wal.encode(version, record.meta, record.arrays)
+        # Under the catalog's lock: a reader thread of this process must not index the new
+        # record (or segment) from the file while it is being written.
+        with state.lock:
+            tail = catalog.tail()
+            continues = (
+                tail is not None
+                and bool(tail.entries)
+                and tail.entries[-1].version == version - 1 == record.meta.get("parent")
+            )
+            if tail is None or not continues:  # a new line of descent: a new segment
+                tail = _Segment(self._dir(model) / wal.segment_name(version), version)
+            fd = state.fds.get(tail.path)
+            if fd is None:
+                fd = os.open(tail.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                state.fds[tail.path] = fd
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # leave no partial record behind
+                    os.ftruncate(fd, tail.end)
+                raise StoreError(
+                    f"could not append version {version} to {tail.path}: {exc}"
+                ) from exc
+            entry = wal.Entry(version, tail.end, len(data), record.meta)
+            if not continues:
+                catalog.segments[tail.path.name] = tail
+                state.directory_dirty = True
+            tail.entries.append(entry)
+            tail.end = entry.end
+            tail.stamp = (entry.end, 0, 0)  # read again when next asked (it finds no more)
+            catalog.log[version] = (tail, entry)
+            state.unsynced.add(tail.path)
+
+    def sync(self, model: str) -> None:
+        """Make every update appended so far durable: one ``fdatasync`` per segment written
+        (one, unless a new segment began), and the directory's when a segment was created.
+        Requires the lock."""
+        state = self._require_lock(model)
+        syncs = 0
+        for path in sorted(state.unsynced):
+            os.fdatasync(state.fds[path])
+            syncs += 1
+        state.unsynced.clear()
+        if state.directory_dirty:
+            _fsync_dir(self._dir(model))
+            state.directory_dirty = False
+            syncs += 1
+        if syncs:
+            self._counted(syncs)
+
     def activate(self, model: str, version: int) -> None:
         """Make an existing version active. Requires the lock."""
-        directory = self._require_lock(model)
-        versions = self._scan(directory)
-        if version not in versions:
+        state = self._require_lock(model)
+        catalog = state.catalog
+        if version not in catalog.snapshots and version not in catalog.log:
             raise self._missing(model, version)
-        pointer = {"version": version, "as_of": versions[-1]}
-        atomic_write(directory / "ACTIVE", json.dumps(pointer).encode())
+        pointer = {"version": version, "as_of": catalog.newest()}
+        self.sync(model)
+        atomic_write(self._dir(model) / "ACTIVE", json.dumps(pointer).encode())
+        self._counted(2)
+        catalog.active = pointer
 
     def set_kept(self, model: str, version: int, kept: bool) -> None:
         """Mark or unmark a version as exempt from retention. Requires the lock."""
-        directory = self._require_lock(model)
-        if kept and version not in self._scan(directory):
+        state = self._require_lock(model)
+        catalog = state.catalog
+        if kept and version not in catalog.snapshots and version not in catalog.log:
             raise self._missing(model, version)
-        current = set(self.kept(model))
-        current = current | {version} if kept else current - {version}
-        atomic_write(directory / "KEPT", json.dumps(sorted(current)).encode())
+        before = self.kept(model)
+        current = before | {version} if kept else before - {version}
+        atomic_write(self._dir(model) / "KEPT", json.dumps(sorted(current)).encode())
+        self._counted(2)
+        catalog.kept = current
 
     def remove(self, model: str, version: int) -> None:
-        """Delete one version's file (retention). Requires the lock."""
-        self._require_lock(model)
-        with contextlib.suppress(FileNotFoundError):
-            self.path(model, version).unlink()
+        """Delete one version (retention). Requires the lock.
+
+        A snapshot's file is deleted. A logged update must be the last record of its segment
+        (retention removes newest first, and what it keeps of a segment is a prefix): the
+        segment is truncated before it, or deleted when it was the first.
+        """
+        state = self._require_lock(model)
+        catalog = state.catalog
+        found = catalog.log.get(version)
+        if found is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(model, version).unlink()
+            with state.lock:
+                catalog.snapshots.discard(version)
+        else:
+            segment, entry = found
+            if segment.entries[-1] is not entry:
+                raise StoreError(
+                    f"cannot remove version {version} of model {model!r}: later versions follow "
+                    f"it in {segment.path} (retention removes a segment's records newest first)"
+                )
+            self.sync(model)  # nothing unsynced may sit beyond the cut
+            with state.lock:
+                if entry.offset == 0:
+                    with contextlib.suppress(FileNotFoundError):
+                        segment.path.unlink()
+                    del catalog.segments[segment.path.name]
+                    fd = state.fds.pop(segment.path, None)
+                    if fd is not None:
+                        os.close(fd)
+                else:
+                    os.truncate(segment.path, entry.offset)
+                    segment.entries.pop()
+                    segment.end = entry.offset
+                    segment.stamp = (entry.offset, 0, 0)
+                del catalog.log[version]
         with self._cache_lock:
             self._meta_cache.pop((model, version), None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc})") from None
 
 
 def arrays_nbytes(arrays: Mapping[str, NDArray[Any]]) -> int:

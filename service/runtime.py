@@ -82,7 +82,6 @@ class Runtime:
         self.metrics_window = metrics_window
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
         self._swap_lock = threading.Lock()
-        self._train_lock = threading.Lock()
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
         self._pinned_size = pinned_cache_size
@@ -250,40 +249,39 @@ class Runtime:
         ``key`` names the client (recorded and logged), ``force`` overrides the guard.
         A refusal by the guard is logged with the batch's digest.
         """
-        # This process's writers queue here, before choosing their base: each then starts
-        # from the version the previous one committed, instead of re-reading it from disk.
-        with self._train_lock:
-            current = self.require()
-            if parsed_with is not None and parsed_with.layout != current.layout:
-                raise ModelChangedError(
-                    f"model {current.name!r} changed features or classes while this request "
-                    f"was read (version {parsed_with.version} -> {current.version}); retry"
-                )
-            # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
-            # exact check) and the update itself (refused with DivergenceError): no warnings.
-            try:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    return self.repository.update(
-                        current.name,
-                        X,
-                        labels,
-                        learning_rate=learning_rate,
-                        passes=passes,
-                        base=current,
-                        on_commit=self._swap,
-                        key=key,
-                        force=force,
-                    )
-            except (UpdateRejectedError, OutOfRangeError) as exc:
-                log.warning(
-                    "model %r: update refused for key %s (batch %s, %d rows): %s",
+        current = self.require()
+        if parsed_with is not None and parsed_with.layout != current.layout:
+            raise ModelChangedError(
+                f"model {current.name!r} changed features or classes while this request "
+                f"was read (version {parsed_with.version} -> {current.version}); retry"
+            )
+        # Concurrent writers of this process are group-committed by the repository: each is
+        # applied to the version the previous one made, and one sync covers a whole batch.
+        # Huge finite rows overflow the input checks' sums (harmless: they fall back to an
+        # exact check) and the update itself (refused with DivergenceError): no warnings.
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self.repository.update(
                     current.name,
-                    key or "-",
-                    batch_digest(X, labels),
-                    X.shape[0],
-                    exc.message,
+                    X,
+                    labels,
+                    learning_rate=learning_rate,
+                    passes=passes,
+                    base=parsed_with or current,
+                    on_commit=self._swap,
+                    key=key,
+                    force=force,
                 )
-                raise
+        except (UpdateRejectedError, OutOfRangeError) as exc:
+            log.warning(
+                "model %r: update refused for key %s (batch %s, %d rows): %s",
+                current.name,
+                key or "-",
+                batch_digest(X, labels),
+                X.shape[0],
+                exc.message,
+            )
+            raise
 
     def page(self, limit: int, before: int | None) -> VersionPage:
         """One page of the served model's versions, newest first."""

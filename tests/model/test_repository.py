@@ -3,7 +3,6 @@ rollback, retention, refusal of bad records, real concurrent writers and SIGKILL
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import errors
-from model.artifact import Record, encode_record
+from model import errors, wal
+from model.artifact import Record, checksum
 from model.repository import ModelRepository
 from model.softmax import SoftmaxRegression
 from model.store import Head, LocalArtifactStore
@@ -29,6 +28,11 @@ from tests.model.store_writer import (
     save_seed,
     update_batch,
 )
+
+
+def record_digest(record: Record) -> str:
+    """A fingerprint of a version's content (metadata and arrays), wherever it is stored."""
+    return checksum(record.arrays, json.dumps(record.meta, sort_keys=True))
 
 
 def assert_same_estimator(a: SoftmaxRegression, b: SoftmaxRegression) -> None:
@@ -307,10 +311,13 @@ def test_a_consistently_rewritten_update_is_refused_by_its_digest(tmp_path: Path
     repo = repository(tmp_path)
     repo.save(initial_model(), NAME)
     repo.update(NAME, *update_batch(worker=2, op=1))
-    path = repo.store.path(NAME, 2)
     stored = repo.store.read(NAME, 2)
-    arrays = {**stored.arrays, "X": stored.arrays["X"] + 0.5}  # valid file, checksum redone
-    path.write_bytes(encode_record(Record(stored.meta, arrays)))
+    arrays = {**stored.arrays, "X": stored.arrays["X"] + 0.5}  # a valid record, CRC redone
+    (segment,) = (tmp_path / NAME).glob("u*.log")
+    (entry,) = wal.scan(segment).entries
+    data = bytearray(segment.read_bytes())
+    data[entry.offset : entry.end] = wal.encode(2, stored.meta, arrays)
+    segment.write_bytes(bytes(data))
 
     with pytest.raises(errors.CorruptArtifactError, match="does not reproduce"):
         repository(tmp_path).load(NAME, 2)
@@ -396,7 +403,7 @@ def test_refused_updates_store_nothing(tmp_path: Path) -> None:
 
 
 def test_repository_settings_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(errors.InvalidParameterError, match="keep_last and snapshot_every"):
+    with pytest.raises(errors.InvalidParameterError, match="keep_last, snapshot_every and commit_batch"):
         repository(tmp_path, keep_last=0)
 
 
@@ -507,7 +514,7 @@ def test_writers_killed_at_random_moments_never_break_the_store(
         assert np.isfinite(active.estimator.predict_proba(base_data()[0])).all()
         for version in versions:
             store.read(NAME, version)  # verifies the checksum
-            digest = hashlib.sha256(store.path(NAME, version).read_bytes()).hexdigest()
+            digest = record_digest(store.read(NAME, version))
             assert fingerprints.setdefault(version, digest) == digest, "a version changed"
         for version in versions[-repo.keep_last :]:
             repo.load(NAME, version)

@@ -1,0 +1,81 @@
+"""Group commit: requests that queue while one batch is being made durable go in the next.
+
+Threads submit jobs; the first to find nobody leading becomes the leader, takes every queued
+job (up to ``max_batch``), runs them as one batch, and hands each its outcome. Jobs submitted
+meanwhile wait; when the leader is done, one of them leads the next batch. So the cost of
+making a batch durable (one ``fdatasync`` of the update log, see :mod:`model.store`) is paid
+once per batch instead of once per job, and a job never waits for more than the batch ahead of
+it and its own.
+
+The batch function decides what a job's outcome is: it must set :attr:`Job.result` or
+:attr:`Job.error` for each job it was given (an exception escaping it becomes the error of
+every job left without an outcome).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["GroupCommit", "Job"]
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Job(Generic[T]):
+    """One request in a batch: what was asked, and what came of it."""
+
+    request: T
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GroupCommit(Generic[T]):
+    """Runs submitted requests in batches, one batch at a time, in the order they came."""
+
+    def __init__(self, run: Callable[[list[Job[T]]], None], *, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._run = run
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[Job[T]] = []
+        self._leading = False
+        self.batches = 0  # how many batches ran (for tests and figures)
+
+    def submit(self, request: T) -> Any:
+        """Run ``request`` in the next batch; return its result or raise its error."""
+        job = Job(request)
+        with self._cond:
+            self._queue.append(job)
+            while not job.done:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                self._leading = True
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                except BaseException as exc:
+                    for queued in batch:
+                        if queued.error is None and queued.result is None:
+                            queued.error = exc
+                finally:
+                    self._cond.acquire()
+                    for queued in batch:
+                        queued.done = True
+                    self.batches += 1
+                    self._leading = False
+                    self._cond.notify_all()
+        return job.outcome()
