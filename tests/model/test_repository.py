@@ -403,7 +403,9 @@ def test_refused_updates_store_nothing(tmp_path: Path) -> None:
 
 
 def test_repository_settings_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(errors.InvalidParameterError, match="keep_last, snapshot_every and commit_batch"):
+    with pytest.raises(
+        errors.InvalidParameterError, match="keep_last, snapshot_every and commit_batch"
+    ):
         repository(tmp_path, keep_last=0)
 
 
