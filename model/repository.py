@@ -765,9 +765,9 @@ class ModelRepository:
                 needed.add(cursor)
                 cursor = self._parent(name, cursor)
         removed = [v for v in versions if v not in needed]
-        # Newest first: a parent always has a lower number than its children, so a crash part
-        # way through leaves only versions whose whole chain is still on disk.
-        for number in reversed(removed):
-            self.store.remove(name, number)
+        # Newest first (the store's order): a parent always has a lower number than its
+        # children, so a crash part way through leaves only versions whose chain is on disk.
+        self.store.remove_many(name, removed)
+        for number in removed:
             self._parents.pop((name, number), None)  # numbers are never reused
         return removed

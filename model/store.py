@@ -30,8 +30,10 @@ the next writer cuts it off (see :mod:`model.wal` for the recovery rules).
 
 **Concurrent writers.** All writes happen under :meth:`LocalArtifactStore.lock`, a ``flock``
 on ``.lock`` (plus a thread lock, since one process may run many threads), so version numbers
-are handed out one at a time across every process that shares the directory. The lock holder
-reads the directory once when it takes the lock; until it lets go, nobody else can change it.
+are handed out one at a time across every process that shares the directory. Each holder
+adds one to a counter kept in ``.lock``; a holder that finds the count it left reads nothing
+else (nobody has changed the directory since), any other reads the directory again. Until it
+lets go, nobody else can change it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +113,7 @@ class ArtifactStore(Protocol):
     def kept(self, model: str) -> frozenset[int]: ...
     def set_kept(self, model: str, version: int, kept: bool) -> None: ...
     def remove(self, model: str, version: int) -> None: ...
+    def remove_many(self, model: str, versions: Sequence[int]) -> None: ...
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -214,6 +217,30 @@ class _Catalog:
         """The newest segment (the one appends go to)."""
         return max(self.segments.values(), key=lambda s: s.first, default=None)
 
+    def damage(self) -> str | None:
+        """Why the newest versions cannot be trusted (None: they can). A bad record with
+        complete ones after it at the end of the log is damage, not a torn write: the newest
+        version is unknown, so the model is neither read nor written until it is repaired."""
+        tail = self.tail()
+        if tail is None or tail.problem is None or not tail.valid_after:
+            return None
+        return (
+            f"{tail.path}: {tail.problem} at byte {tail.end}, with complete records after it: "
+            "the update log is damaged (not a torn write), so the newest version is unknown; "
+            "restore the file from a backup (or remove the bytes from that offset on, losing "
+            "the versions recorded there)"
+        )
+
+    def notes(self) -> list[str]:
+        """Damage in older segments: the versions after it in that segment cannot be read."""
+        tail = self.tail()
+        return [
+            f"{s.path}: {s.problem} at byte {s.end}; the versions recorded after it in that "
+            "segment cannot be read"
+            for s in self.segments.values()
+            if s.problem is not None and s is not tail
+        ]
+
 
 @dataclass
 class _Model:
@@ -226,7 +253,7 @@ class _Model:
     fds: dict[Path, int] = field(default_factory=dict)  # segments open for appending
     unsynced: set[Path] = field(default_factory=set)
     directory_dirty: bool = False
-    damaged: str | None = None
+    generation: int | None = None  # the lock file's count when this object last took it
 
 
 class LocalArtifactStore:
@@ -292,7 +319,10 @@ class LocalArtifactStore:
         directory = self._existing_dir(model)
         with state.lock:
             self._refresh(directory, state.catalog)
-            return state.catalog
+            damage = state.catalog.damage()
+        if damage is not None:
+            raise CorruptArtifactError(damage)
+        return state.catalog
 
     @staticmethod
     def _refresh(directory: Path, catalog: _Catalog) -> None:
@@ -340,37 +370,22 @@ class LocalArtifactStore:
 
     def _recover(self, model: str, directory: Path, state: _Model) -> None:
         """On taking the writer lock: read the directory, clear a killed writer's debris, cut
-        a torn tail off the log, and note damage that makes writing unsafe."""
+        a torn tail off the log; refuse (CorruptArtifactError) a log damaged before its end."""
         catalog = state.catalog
         with state.lock:
             self._refresh(directory, catalog)
         for name in catalog.debris:
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
-        state.damaged = None
+        damage = catalog.damage()
+        if damage is not None:
+            log.error("model %r: %s", model, damage)
+            raise CorruptArtifactError(damage)
         tail = catalog.tail()
-        for segment in catalog.segments.values():
-            if segment.problem is None:
-                continue
-            if segment is tail and not segment.valid_after:
-                self._cut(model, segment)
-            elif segment is tail:
-                state.damaged = (
-                    f"{segment.path}: {segment.problem} at byte {segment.end}, with complete "
-                    "records after it: the log is damaged (not a torn write); versions after "
-                    f"{segment.entries[-1].version if segment.entries else segment.first - 1} "
-                    "cannot be read, and writing is refused until the file is restored"
-                )
-                log.error("model %r: %s", model, state.damaged)
-            else:
-                log.error(
-                    "model %r: %s: %s at byte %d; the versions recorded after it in that "
-                    "segment cannot be read",
-                    model,
-                    segment.path,
-                    segment.problem,
-                    segment.end,
-                )
+        if tail is not None and tail.problem is not None:
+            self._cut(model, tail)
+        for note in catalog.notes():
+            log.error("model %r: %s", model, note)
 
     def _cut(self, model: str, segment: _Segment) -> None:
         cut = segment.stamp[0] - segment.end
@@ -504,11 +519,13 @@ class LocalArtifactStore:
             )
 
     def _missing(self, model: str, version: int) -> VersionNotFoundError:
-        versions = self.versions(model)
+        catalog = self._catalog(model)
+        versions = catalog.versions()
         span = f"{versions[0]}..{versions[-1]}" if versions else "none"
+        notes = "".join(f"; {note}" for note in catalog.notes())
         return VersionNotFoundError(
             f"model {model!r} has no version {version} (stored versions: {span}; older ones "
-            "may have been removed by retention)",
+            f"may have been removed by retention{notes})",
             field="version",
         )
 
@@ -551,7 +568,13 @@ class LocalArtifactStore:
                         delay = min(delay * 2, 0.001)
                 held.add(model)
                 try:
-                    self._recover(model, directory, state)
+                    # The lock file holds a count of lock holders: if nobody took the lock
+                    # since this object last did, the directory is as it left it.
+                    generation = int.from_bytes(os.pread(fd, 8, 0), "little")
+                    if generation != state.generation:
+                        self._recover(model, directory, state)
+                    state.generation = generation + 1
+                    os.pwrite(fd, state.generation.to_bytes(8, "little"), 0)
                     state.owner = threading.get_ident()
                     yield
                 finally:
@@ -597,8 +620,6 @@ class LocalArtifactStore:
         stored: its metadata with ``format_version``, ``model`` and ``version`` filled in.
         """
         state = self._require_lock(model)
-        if state.damaged is not None:
-            raise CorruptArtifactError(state.damaged)
         catalog = state.catalog
         version = catalog.newest() + 1
         meta = {**record.meta, "format_version": FORMAT_VERSION, "model": model}
@@ -699,44 +720,68 @@ class LocalArtifactStore:
         catalog.kept = current
 
     def remove(self, model: str, version: int) -> None:
-        """Delete one version (retention). Requires the lock.
+        """Delete one version (retention). Requires the lock. See :meth:`remove_many`."""
+        self.remove_many(model, [version])
 
-        A snapshot's file is deleted. A logged update must be the last record of its segment
-        (retention removes newest first, and what it keeps of a segment is a prefix): the
-        segment is truncated before it, or deleted when it was the first.
+    def remove_many(self, model: str, versions: Sequence[int]) -> None:
+        """Delete versions (retention), newest first. Requires the lock.
+
+        A snapshot's file is deleted. Logged updates go as the end of their segment (what
+        retention keeps of a segment is a prefix: each record descends from the one before):
+        the segment is truncated once before the oldest of them, or deleted when that is its
+        first record. A version with a later record of its segment that stays is refused.
         """
         state = self._require_lock(model)
         catalog = state.catalog
-        found = catalog.log.get(version)
-        if found is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path(model, version).unlink()
-            with state.lock:
-                catalog.snapshots.discard(version)
-        else:
-            segment, entry = found
-            if segment.entries[-1] is not entry:
+        doomed = set(versions)
+        for version in sorted(doomed, reverse=True):
+            if version not in doomed:
+                continue  # went with its segment's end
+            found = catalog.log.get(version)
+            if found is None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(model, version).unlink()
+                with state.lock:
+                    catalog.snapshots.discard(version)
+                doomed.discard(version)
+                continue
+            segment = found[0]
+            cut = len(segment.entries)
+            while cut and segment.entries[cut - 1].version in doomed:
+                cut -= 1
+            going = segment.entries[cut:]
+            if found[1] not in going:
                 raise StoreError(
                     f"cannot remove version {version} of model {model!r}: later versions follow "
-                    f"it in {segment.path} (retention removes a segment's records newest first)"
+                    f"it in {segment.path} (retention removes the end of a segment)"
                 )
-            self.sync(model)  # nothing unsynced may sit beyond the cut
-            with state.lock:
-                if entry.offset == 0:
-                    with contextlib.suppress(FileNotFoundError):
-                        segment.path.unlink()
-                    del catalog.segments[segment.path.name]
-                    fd = state.fds.pop(segment.path, None)
-                    if fd is not None:
-                        os.close(fd)
-                else:
-                    os.truncate(segment.path, entry.offset)
-                    segment.entries.pop()
-                    segment.end = entry.offset
-                    segment.stamp = (entry.offset, 0, 0)
-                del catalog.log[version]
+            self._truncate(model, state, segment, cut)
+            doomed.difference_update(e.version for e in going)
         with self._cache_lock:
-            self._meta_cache.pop((model, version), None)
+            for version in versions:
+                self._meta_cache.pop((model, version), None)
+
+    def _truncate(self, model: str, state: _Model, segment: _Segment, keep: int) -> None:
+        """Keep the first ``keep`` records of ``segment`` (none: delete the file)."""
+        if segment.path in state.unsynced:
+            self.sync(model)  # nothing unsynced may sit beyond the cut
+        catalog = state.catalog
+        with state.lock:
+            going = segment.entries[keep:]
+            if keep == 0:
+                with contextlib.suppress(FileNotFoundError):
+                    segment.path.unlink()
+                catalog.segments.pop(segment.path.name, None)
+                fd = state.fds.pop(segment.path, None)
+                if fd is not None:
+                    os.close(fd)
+            else:
+                os.truncate(segment.path, going[0].offset)
+                segment.end = going[0].offset
+                segment.stamp = (segment.end, 0, 0)
+            del segment.entries[keep:]
+            for entry in going:
+                catalog.log.pop(entry.version, None)
 
 
 def _read_json(path: Path) -> Any:

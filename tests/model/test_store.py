@@ -160,6 +160,9 @@ def test_temporary_debris_is_ignored_then_cleaned_by_the_next_writer(
 ) -> None:
     write(store, record(0))
     directory = store.root / MODEL
+    # Left by a writer killed while it held the lock (taking it, it counted itself in .lock).
+    with LocalArtifactStore(store.root).lock(MODEL):
+        pass
     debris = [directory / ".tmp-999-1-v00000002.npz", directory / ".tmp-999-1-ACTIVE"]
     debris[0].write_bytes(encode_record(record(1))[:100])
     debris[1].write_text('{"version": ')

@@ -1,0 +1,257 @@
+"""The update log and group commit: records round-trip; a torn or corrupted tail (every
+truncation and every flipped byte of the last record) is detected and cut, never half-read;
+damage before the end is refused; concurrent updates share syncs and keep exact arithmetic."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import errors, wal
+from model.repository import ModelRepository
+from model.softmax import SoftmaxRegression
+from model.store import Head, LocalArtifactStore
+
+NAME = "logged"
+UPDATES = 4
+FEATURES, CLASSES = 40, 8  # one-row updates are small beside a snapshot: no snapshot soon
+
+
+def base_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    y = np.arange(160) % CLASSES
+    return rng.normal(size=(CLASSES, FEATURES))[y] + rng.normal(size=(160, FEATURES)), y
+
+
+def initial_model() -> SoftmaxRegression:
+    return SoftmaxRegression(epochs=2, batch_size=32, seed=0).fit(*base_data())
+
+
+def update_batch(worker: int, op: int) -> tuple[np.ndarray, np.ndarray]:
+    X, y = base_data()
+    row = (31 * worker + op) % X.shape[0]
+    return X[row : row + 1] + 0.01 * op, y[row : row + 1]
+
+
+def repository(root: Path, **kwargs) -> ModelRepository:
+    kwargs.setdefault("snapshot_every", 1000)  # one segment: every update is a record
+    return ModelRepository(LocalArtifactStore(root), keep_last=None, **kwargs)
+
+
+@pytest.fixture
+def logged(tmp_path: Path) -> tuple[Path, Path, list[wal.Entry]]:
+    """A store with a snapshot and UPDATES logged updates: (root, segment, its entries)."""
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    for op in range(UPDATES):
+        repo.update(NAME, *update_batch(worker=1, op=op))
+    (segment,) = (tmp_path / NAME).glob("u*.log")
+    entries = wal.scan(segment).entries
+    assert [e.version for e in entries] == list(range(2, UPDATES + 2))
+    return tmp_path, segment, entries
+
+
+def test_records_round_trip_every_kind_of_array(tmp_path: Path) -> None:
+    arrays = {
+        "X": np.arange(12, dtype=np.float64).reshape(4, 3) / 7,
+        "y": np.array([2, 0, 1, 1], dtype=np.int64),
+        "names": np.array(["é", "b", "longer"]),
+        "empty": np.empty((0, 3)),
+        "flags": np.array([True, False]),
+    }
+    meta = {"version": 9, "kind": "update", "note": "ünïcode"}
+    data = wal.encode(9, meta, arrays)
+    path = tmp_path / wal.segment_name(9)
+    path.write_bytes(data)
+    (entry,) = wal.scan(path).entries
+    assert (entry.version, entry.offset, entry.length) == (9, 0, len(data))
+    back_meta, back = wal.decode(path, entry)
+    assert back_meta == meta
+    assert set(back) == set(arrays)
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        assert np.array_equal(back[name], array)
+
+
+def expected_tail(root: Path) -> tuple[Head, np.ndarray]:
+    """The head and the weights of the version before the last record."""
+    repo = repository(root)
+    return repo.store.head(NAME), repo.load(NAME).estimator.state_.weights
+
+
+def test_every_truncation_of_the_last_record_opens_at_the_one_before(
+    logged: tuple[Path, Path, list[wal.Entry]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, segment, entries = logged
+    original = segment.read_bytes()
+    last = entries[-1]
+    segment.write_bytes(original[: last.offset])
+    head, weights = expected_tail(root)
+    assert head == Head(UPDATES, UPDATES)
+    for cut in range(last.offset + 1, last.end):
+        segment.write_bytes(original[:cut])
+        store = LocalArtifactStore(root)
+        assert store.head(NAME) == head, cut
+        assert store.versions(NAME)[-1] == UPDATES, cut
+        with pytest.raises(errors.VersionNotFoundError):
+            store.read(NAME, UPDATES + 1)
+    # A few of them taken on by a writer: it cuts the tail, says so, and goes on from there.
+    for cut in (last.offset + 1, last.offset + wal.HEADER, last.end - 1):
+        segment.write_bytes(original[:cut])
+        repo = repository(root)
+        assert np.array_equal(repo.load(NAME).estimator.state_.weights, weights)
+        with caplog.at_level(logging.WARNING, logger="model.store"):
+            caplog.clear()
+            result = repo.update(NAME, *update_batch(worker=2, op=cut))
+        assert result.model.version == UPDATES + 1 and result.previous_version == UPDATES
+        assert f"cut {cut - last.offset} bytes off the end of {segment}" in caplog.text
+        assert f"the log ends at version {UPDATES}" in caplog.text
+        assert repository(root).load(NAME).version == UPDATES + 1
+        assert len(segment.read_bytes()) == last.offset + wal.scan(segment).entries[-1].length
+
+
+def test_every_flipped_byte_of_the_last_record_is_detected(
+    logged: tuple[Path, Path, list[wal.Entry]],
+) -> None:
+    root, segment, entries = logged
+    original = segment.read_bytes()
+    last = entries[-1]
+    for offset in range(last.offset, last.end):
+        damaged = bytearray(original)
+        damaged[offset] ^= 0x5A
+        segment.write_bytes(bytes(damaged))
+        found = wal.scan(segment)
+        assert [e.version for e in found.entries] == [e.version for e in entries[:-1]], offset
+        assert found.end == last.offset and found.problem and not found.valid_after
+        assert LocalArtifactStore(root).head(NAME) == Head(UPDATES, UPDATES), offset
+
+
+def test_damage_before_the_end_of_the_log_is_refused(
+    logged: tuple[Path, Path, list[wal.Entry]],
+) -> None:
+    root, segment, entries = logged
+    damaged = bytearray(segment.read_bytes())
+    damaged[entries[1].offset + wal.HEADER + 3] ^= 0x01  # inside version 3's body
+    segment.write_bytes(bytes(damaged))
+    store = LocalArtifactStore(root)
+    for call in (lambda: store.head(NAME), lambda: store.versions(NAME)):
+        with pytest.raises(errors.CorruptArtifactError) as caught:
+            call()
+        message = str(caught.value)
+        assert str(segment) in message and f"at byte {entries[1].offset}" in message
+        assert "fails its CRC" in message and "complete records after it" in message
+    with pytest.raises(errors.CorruptArtifactError):
+        repository(root).update(NAME, *update_batch(worker=3, op=0))
+    assert segment.read_bytes() == bytes(damaged), "nothing was cut or appended"
+
+
+def test_damage_in_an_older_segment_spares_the_rest(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    for op in range(3):
+        repo.update(NAME, *update_batch(worker=1, op=op))  # versions 2..4: segment u2
+    repo.activate(NAME, 2)
+    repo.update(NAME, *update_batch(worker=1, op=9))  # version 5, parent 2: a new segment
+    older = tmp_path / NAME / wal.segment_name(2)
+    assert (tmp_path / NAME / wal.segment_name(5)).exists()
+    entries = wal.scan(older).entries
+    damaged = bytearray(older.read_bytes())
+    damaged[entries[1].offset + wal.HEADER + 1] ^= 0x01  # version 3
+    older.write_bytes(bytes(damaged))
+
+    fresh = repository(tmp_path)
+    assert fresh.store.head(NAME) == Head(5, 5)
+    assert fresh.load(NAME).version == 5  # its chain (5 -> 2 -> 1) is intact
+    with pytest.raises(errors.VersionNotFoundError) as caught:
+        fresh.load(NAME, 4)
+    assert f"{older}: a record that fails its CRC at byte {entries[1].offset}" in str(caught.value)
+    assert fresh.update(NAME, *update_batch(worker=1, op=10)).model.version == 6
+
+
+def test_retention_truncates_and_removes_segments(tmp_path: Path) -> None:
+    repo = ModelRepository(LocalArtifactStore(tmp_path), keep_last=3, snapshot_every=4)
+    repo.save(initial_model(), NAME)
+    for op in range(30):
+        repo.update(NAME, *update_batch(worker=4, op=op))
+    directory = tmp_path / NAME
+    versions = repo.store.versions(NAME)
+    assert versions[-3:] == [29, 30, 31]
+    logged = {e.version for s in directory.glob("u*.log") for e in wal.scan(s).entries}
+    snapshots = {int(p.stem[1:]) for p in directory.glob("v*.npz")}
+    assert sorted(logged | snapshots) == versions, "the files hold exactly the versions listed"
+    for version in versions:
+        repository(tmp_path).load(NAME, version)
+    assert len(versions) <= 3 + 4 + 1, versions
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def test_updates_queued_behind_a_batch_share_one_sync(tmp_path: Path) -> None:
+    """While the first update's batch is held up (in its commit callback), seven more queue;
+    they go in one batch: eight versions, exact arithmetic, one log sync per batch."""
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    syncs_before = repo.store.syncs
+    release = threading.Event()
+    results = {}
+
+    def first_commit(_loaded) -> None:
+        release.wait(timeout=30)
+
+    def update(worker: int, on_commit=None) -> None:
+        results[worker] = repo.update(NAME, *update_batch(worker, 0), on_commit=on_commit)
+
+    threads = [threading.Thread(target=update, args=(0, first_commit))]
+    threads[0].start()
+    time.sleep(0.2)  # the first batch is in its callback, holding the lock
+    threads += [threading.Thread(target=update, args=(w,)) for w in range(1, 8)]
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.3)  # all seven are queued
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(r.model.version for r in results.values()) == list(range(2, 10))
+    by_version = {r.model.version: r for r in results.values()}
+    assert [by_version[v].previous_version for v in range(2, 10)] == list(range(1, 9))
+    # Batch 1: its record's fdatasync and the directory's fsync (it began the segment);
+    # batch 2: one fdatasync for seven records.
+    assert repo.store.syncs - syncs_before == 3
+    fresh = repository(tmp_path)
+    for version, result in by_version.items():
+        loaded = fresh.load(NAME, version)
+        assert np.array_equal(
+            loaded.estimator.state_.weights, result.model.estimator.state_.weights
+        )
+
+
+def test_a_refused_update_in_a_batch_leaves_the_others_alone(tmp_path: Path) -> None:
+    repo = repository(tmp_path)
+    repo.save(initial_model(), NAME)
+    X, y = base_data()
+    outcomes: dict[int, object] = {}
+    barrier = threading.Barrier(6)
+
+    def update(worker: int) -> None:
+        labels = [99, 99] if worker == 3 else y[:2]
+        barrier.wait()
+        try:
+            outcomes[worker] = repo.update(NAME, X[:2] + worker, labels).model.version
+        except errors.ModelError as exc:
+            outcomes[worker] = exc
+
+    threads = [threading.Thread(target=update, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert isinstance(outcomes.pop(3), errors.UnknownLabelError)
+    assert sorted(outcomes.values()) == [2, 3, 4, 5, 6]  # type: ignore[type-var]
+    assert repo.store.versions(NAME) == [1, 2, 3, 4, 5, 6]
