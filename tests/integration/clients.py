@@ -32,7 +32,10 @@ class TrainStream:
     acknowledged: dict[int, Minibatch] = field(default_factory=dict)  # version -> minibatch
     per_client: list[list[int]] = field(default_factory=list)  # acknowledged, in order
     sent: list[Minibatch] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # answers other than 200 and rejected
+    # Refused by the guard (409 update_rejected): stored nowhere. An honest stream meets this
+    # rarely, by design (the surprise test's false alarms, at most its alpha per batch).
+    rejected: list[Minibatch] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -55,6 +58,10 @@ class TrainStream:
                     if self.reconnect:
                         continue
                     return
+                if response.status_code == 409 and '"update_rejected"' in response.text:
+                    with self._lock:
+                        self.rejected.append(batch)
+                    continue
                 if response.status_code != 200:
                     with self._lock:
                         self.refused.append(f"{response.status_code} {response.text}")
