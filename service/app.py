@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from model import LoadedModel
+from model import LoadedModel, LocalArtifactStore
 from model.errors import ModelError
 
 from .body import BodyLimitMiddleware
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
     access = Access.build(keyring, app_metrics.registry)
+    if isinstance(repository.store, LocalArtifactStore):
+        repository.store.on_sync = app_metrics.store_syncs.inc
 
     def publish(loaded: LoadedModel) -> None:
         app_metrics.active_version.set(loaded.version)

@@ -61,6 +61,12 @@ class Metrics:
         self.rows_trained = Counter(
             "softmax_rows_trained_total", "labelled rows applied by /train", registry=r
         )
+        self.store_syncs = Counter(
+            "softmax_store_syncs_total",
+            "fsync and fdatasync calls made by the store (under concurrency fewer than "
+            "updates applied: one sync covers a batch)",
+            registry=r,
+        )
         self.updates_rejected = Counter(
             "softmax_updates_rejected_total",
             "/train requests refused, by error type",

@@ -73,6 +73,10 @@ def test_counters_by_route_template_and_status(iris_store: Path, make_app: AppFa
         assert found[plain("softmax_updates_rejected_total", reason="invalid_parameter")] == 1
         assert found[plain("softmax_updates_rejected_total", reason="length_mismatch")] == 1
         assert found[plain("softmax_active_version")] == 4
+        # Each of the three updates was made durable by at least one sync; /metrics counts
+        # exactly the syncs the store made.
+        store = client.app.state.softmax.runtime.repository.store
+        assert found[plain("softmax_store_syncs_total")] == store.syncs >= 3
 
         # Prequential figures over the window (all 3 updates fit in it).
         rows = sum(t["n"] for t in trained)
