@@ -8,9 +8,10 @@ order; the replay is the same pure function the writer ran, so it yields the sam
 each update also records a digest of the weights it produced, which the replay checks.
 
 A new version is written as a snapshot instead of an update once the updates since the last
-snapshot would add up to more bytes than a snapshot, or number more than ``snapshot_every``:
-that bounds both the disk written per update (at most about twice the cheaper of the two) and
-the replay work for any version.
+snapshot would add up to more bytes than a snapshot costs (its bytes, plus
+:data:`SNAPSHOT_SYNC_BYTES` for the syncs it needs that an append does not), or number more
+than ``snapshot_every``: that bounds both the disk written per update (at most about twice the
+cheaper of the two) and the replay work for any version.
 
 The value types (:class:`~model.versions.LoadedModel`, the listings) and the codecs live in
 :mod:`model.versions`; they are importable from here too, as before.
@@ -90,6 +91,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("model.repository")
+
+# What a snapshot's extra syncs cost, in bytes written: appending an update to the log costs
+# its bytes, a snapshot its bytes and three syncs (its file, its directory entry, the next
+# segment's). 256 KB per sync is about what this project's machines write in one sync's time.
+SNAPSHOT_SYNC_BYTES = 3 * 256 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -663,7 +669,8 @@ class ModelRepository:
         snapshot = {**step.updated.to_arrays(), **guard_arrays(step.guard)}
         chain_length = parent.meta.chain_length + 1
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
-        if chain_length > self.snapshot_every or chain_bytes >= arrays_nbytes(snapshot):
+        snapshot_cost = arrays_nbytes(snapshot) + SNAPSHOT_SYNC_BYTES
+        if chain_length > self.snapshot_every or chain_bytes >= snapshot_cost:
             meta = self._snapshot_meta(step.updated, parent.version, source="online")
             offline = step.guard.offline if step.guard else 0
             return replace(

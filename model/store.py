@@ -43,6 +43,7 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -275,6 +276,7 @@ class LocalArtifactStore:
         self._models: dict[str, _Model] = {}
         self._meta_cache: dict[tuple[str, int], dict[str, Any]] = {}
         self._cache_lock = threading.Lock()
+        self._trash: queue.SimpleQueue[Path] | None = None
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -739,8 +741,7 @@ class LocalArtifactStore:
                 continue  # went with its segment's end
             found = catalog.log.get(version)
             if found is None:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path(model, version).unlink()
+                self._discard(self.path(model, version))
                 with state.lock:
                     catalog.snapshots.discard(version)
                 doomed.discard(version)
@@ -769,8 +770,7 @@ class LocalArtifactStore:
         with state.lock:
             going = segment.entries[keep:]
             if keep == 0:
-                with contextlib.suppress(FileNotFoundError):
-                    segment.path.unlink()
+                self._discard(segment.path)
                 catalog.segments.pop(segment.path.name, None)
                 fd = state.fds.pop(segment.path, None)
                 if fd is not None:
@@ -782,6 +782,29 @@ class LocalArtifactStore:
             del segment.entries[keep:]
             for entry in going:
                 catalog.log.pop(entry.version, None)
+
+    def _discard(self, path: Path) -> None:
+        """Take a removed file out of the store (a rename, under the lock) and delete it in
+        the background: where the disk is mounted with ``discard``, deleting a file costs
+        milliseconds that no request should wait for. A file left by an exit before its turn
+        is debris, removed by the next lock holder."""
+        try:
+            os.replace(path, path.with_name(f"{_TMP_PREFIX}removed-{path.name}"))
+        except FileNotFoundError:
+            return
+        with self._registry_lock:
+            if self._trash is None:
+                self._trash = queue.SimpleQueue()
+                threading.Thread(
+                    target=_empty, args=(self._trash,), name="store-trash", daemon=True
+                ).start()
+        self._trash.put(path.with_name(f"{_TMP_PREFIX}removed-{path.name}"))
+
+
+def _empty(trash: queue.SimpleQueue[Path]) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            trash.get().unlink()
 
 
 def _read_json(path: Path) -> Any:

@@ -18,7 +18,7 @@ import pytest
 
 from model import errors, wal
 from model.artifact import Record, checksum
-from model.repository import ModelRepository
+from model.repository import SNAPSHOT_SYNC_BYTES, ModelRepository
 from model.softmax import SoftmaxRegression
 from model.store import Head, LocalArtifactStore
 from tests.model.store_writer import (
@@ -138,10 +138,13 @@ def test_update_chains_are_cut_by_snapshots(tmp_path: Path) -> None:
         result = repo.update(NAME, X_batch, y_batch)
         oracle.partial_fit(X_batch, y_batch)
         expected[result.model.version] = copy_of(oracle)
-    # A big minibatch costs more bytes than a snapshot: it is stored as one.
+    # A big minibatch costs more than a snapshot (its bytes and SNAPSHOT_SYNC_BYTES for the
+    # syncs it needs): it is stored as one.
     X, y = base_data()
-    big = repo.update(NAME, X[:40], y[:40])
-    oracle.partial_fit(X[:40], y[:40])
+    X_big, y_big = np.tile(X, (200, 1)), np.tile(y, 200)  # 18,000 rows: 864 KB
+    assert X_big.nbytes > SNAPSHOT_SYNC_BYTES + 1024
+    big = repo.update(NAME, X_big, y_big)
+    oracle.partial_fit(X_big, y_big)
     expected[big.model.version] = copy_of(oracle)
 
     fresh = repository(tmp_path)
