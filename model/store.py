@@ -558,16 +558,9 @@ class LocalArtifactStore:
         try:
             fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                delay = 0.0001
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise self._busy(model) from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.001)
+                if not _flock(fd, deadline - time.monotonic()):
+                    fd = -1  # handed to the waiting thread, which closes it
+                    raise self._busy(model)
                 held.add(model)
                 try:
                     # The lock file holds a count of lock holders: if nobody took the lock
@@ -587,7 +580,8 @@ class LocalArtifactStore:
                         held.discard(model)
                         fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         finally:
             thread_lock.release()
 
@@ -799,6 +793,46 @@ class LocalArtifactStore:
                     target=_empty, args=(self._trash,), name="store-trash", daemon=True
                 ).start()
         self._trash.put(path.with_name(f"{_TMP_PREFIX}removed-{path.name}"))
+
+
+def _flock(fd: int, timeout: float) -> bool:
+    """Take the exclusive ``flock`` on ``fd`` within ``timeout`` seconds (False: not taken,
+    and ``fd`` now belongs to a waiting thread that closes it).
+
+    When another process holds it, a thread waits in the kernel, which wakes it the moment
+    the holder lets go (polling with sleeps would let a releasing process take it straight
+    back, again and again); the caller waits for that thread up to ``timeout``.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    taken = threading.Event()
+    verdict = threading.Lock()
+    abandoned = False
+    failure: list[OSError] = []
+
+    def wait() -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            failure.append(exc)
+        with verdict:
+            if not abandoned:
+                taken.set()
+                return
+        os.close(fd)  # too late: closing the file lets the lock go
+
+    threading.Thread(target=wait, name="store-flock", daemon=True).start()
+    if not taken.wait(max(timeout, 0.0)):
+        with verdict:
+            if not taken.is_set():
+                abandoned = True
+                return False
+    if failure:
+        raise failure[0]
+    return True
 
 
 def _empty(trash: queue.SimpleQueue[Path]) -> None:
