@@ -124,24 +124,15 @@ class VersionMeta(Mapping[str, Any]):
         """Parse stored metadata; anything malformed is a :class:`CorruptArtifactError`."""
         version = data.get("version")
         try:
-            known = {f.name for f in dataclasses.fields(cls)}
+            known = (
+                _META_FIELDS if cls is VersionMeta else {f.name for f in dataclasses.fields(cls)}
+            )
             values = {key: value for key, value in data.items() if key in known}
             online = data.get("online")
             values["online"] = OnlineStats(**online) if online is not None else None
             meta = cls(**values)
-            kinds_ok = meta.kind in get_args(Kind) and meta.source in get_args(Source)
-            types_ok = all(
-                isinstance(getattr(meta, name), int)
-                for name in (
-                    "step",
-                    "chain_length",
-                    "chain_bytes",
-                    "version",
-                    "rows_seen",
-                    "guard_offline_rows",
-                    "guard_capacity",
-                )
-            )
+            kinds_ok = meta.kind in _KINDS and meta.source in _SOURCES
+            types_ok = all(isinstance(getattr(meta, name), int) for name in _INT_FIELDS)
         except TypeError as exc:
             raise CorruptArtifactError(
                 f"version {version}: metadata is incomplete or malformed ({exc})"
@@ -179,7 +170,8 @@ class VersionMeta(Mapping[str, Any]):
         else:
             out["digest"] = self.digest
         if self.online is not None:
-            online = dataclasses.asdict(self.online)
+            # dataclasses.asdict's result (the fields are scalars) without its deep copies.
+            online = {name: getattr(self.online, name) for name in _ONLINE_FIELDS}
             if online["momentum"]:  # the default, and all 0.1.0 knew: written as it wrote
                 del online["momentum"]
             out["online"] = online
@@ -205,6 +197,19 @@ class VersionMeta(Mapping[str, Any]):
 
 
 _GUARDED = ("rows_seen", "guard_offline_rows", "guard_capacity", "guard", "verdict", "key", "drift")
+_META_FIELDS = frozenset(f.name for f in dataclasses.fields(VersionMeta))
+_ONLINE_FIELDS = tuple(f.name for f in dataclasses.fields(OnlineStats))
+_KINDS = get_args(Kind)
+_SOURCES = get_args(Source)
+_INT_FIELDS = (
+    "step",
+    "chain_length",
+    "chain_bytes",
+    "version",
+    "rows_seen",
+    "guard_offline_rows",
+    "guard_capacity",
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ version starts afresh.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DriftState"]
@@ -57,17 +58,24 @@ class DriftState:
         mean = self.mean + (loss - self.mean) / n
         cumulative = self.cumulative + loss - mean - self.delta
         minimum = min(self.minimum, cumulative)
+        # Built directly rather than with dataclasses.replace, which costs more than the test.
         if cumulative - minimum > self.threshold:  # alarm: count it, then start again
-            return replace(
-                self,
-                n=0,
-                mean=0.0,
-                cumulative=0.0,
-                minimum=0.0,
+            return type(self)(
+                delta=self.delta,
+                threshold=self.threshold,
                 alarms=self.alarms + 1,
                 last_alarm_at=self.total + 1,
             )
-        return replace(self, n=n, mean=mean, cumulative=cumulative, minimum=minimum)
+        return type(self)(
+            delta=self.delta,
+            threshold=self.threshold,
+            n=n,
+            mean=mean,
+            cumulative=cumulative,
+            minimum=minimum,
+            alarms=self.alarms,
+            last_alarm_at=self.last_alarm_at,
+        )
 
     @property
     def total(self) -> int:
@@ -75,7 +83,11 @@ class DriftState:
         return self.n + (self.last_alarm_at or 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "statistic": self.statistic, "detected": self.detected}
+        # What dataclasses.asdict gave (the fields are scalars), without its deep copies.
+        out = {name: getattr(self, name) for name in _FIELDS}
+        out["statistic"] = self.statistic
+        out["detected"] = self.detected
+        return out
 
     @classmethod
     def from_json(
@@ -91,3 +103,6 @@ class DriftState:
             last_alarm_at=data.get("last_alarm_at"),
             **fields,
         )
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DriftState))

@@ -35,14 +35,14 @@ never refuse); see README, "The guard".
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .errors import OutOfRangeError
-from .maths import Float, Index, logsumexp
+from .maths import Float, Index, logsumexp, mean
 from .preprocessing import Standardizer
 
 __all__ = [
@@ -95,14 +95,37 @@ class GuardSet:
     _standardized: dict[int, tuple[Standardizer, Float]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Set by extended: the parent's cache above, the rows added and the online capacity, so
+    # that this set is standardized from the parent's standardized rows once the parent has
+    # them (an update extends the guard set before judging on the parent's).
+    _grown_from: list[tuple[dict[int, tuple[Standardizer, Float]], Float, int]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def standardized(self, standardizer: Standardizer) -> Float:
         """``X`` standardized (computed once per standardizer: online versions share theirs)."""
         cached = self._standardized.get(id(standardizer))
         if cached is None or cached[0] is not standardizer:
-            cached = (standardizer, standardizer.transform(self.X))
+            cached = (standardizer, self._standardize(standardizer))
             self._standardized[id(standardizer)] = cached
         return cached[1]
+
+    def _standardize(self, standardizer: Standardizer) -> Float:
+        """``standardizer.transform(self.X)``. Standardizing works value by value, so when the
+        parent's rows are standardized already, its kept rows are taken from there and only
+        the added ones are standardized: the same values, a copy instead of a pass."""
+        if self._grown_from:
+            parent, added, capacity = self._grown_from.pop()
+            found = parent.get(id(standardizer))
+            # (Standardizer's own transform: another one may not work value by value.)
+            if (
+                found is not None
+                and found[0] is standardizer
+                and type(standardizer) is Standardizer
+                and self.X.dtype == added.dtype
+            ):
+                return _appended(found[1], self.offline, standardizer.transform(added), capacity)
+        return standardizer.transform(self.X)
 
     @classmethod
     def empty(cls, n_features: int) -> GuardSet:
@@ -116,11 +139,11 @@ class GuardSet:
         """These online rows added; the oldest online rows beyond ``online_capacity`` dropped."""
         if not y.shape[0]:
             return self
-        online_X = newest(np.concatenate([self.X[self.offline :], X]), online_capacity)
-        online_y = newest(np.concatenate([self.y[self.offline :], y]), online_capacity)
-        X_all = np.concatenate([self.X[: self.offline], online_X])
-        y_all = np.concatenate([self.y[: self.offline], online_y]).astype(np.intp)
-        return GuardSet(X_all, y_all, self.offline)
+        X_all = _appended(self.X, self.offline, X, online_capacity)
+        y_all = _appended(self.y, self.offline, y, online_capacity).astype(np.intp, copy=False)
+        grown = GuardSet(X_all, y_all, self.offline)
+        grown._grown_from.append((self._standardized, X, online_capacity))
+        return grown
 
 
 @dataclass(frozen=True)
@@ -169,7 +192,11 @@ class Verdict:
         return self.loss_after - self.loss_before
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "loss_increase": self.loss_increase}
+        # What dataclasses.asdict gave (every field is a scalar: its deep copy is itself),
+        # without its recursive copying.
+        out = {name: getattr(self, name) for name in _VERDICT_FIELDS}
+        out["loss_increase"] = self.loss_increase
+        return out
 
     def explain(self) -> str:
         """One sentence for the refusal message."""
@@ -199,9 +226,25 @@ class Verdict:
         )
 
 
+_VERDICT_FIELDS = tuple(f.name for f in fields(Verdict))
+_FLOAT64 = np.dtype(np.float64)
+_BOOL = np.dtype(np.bool_)
+
+
 def newest(rows: NDArray[Any], count: int) -> NDArray[Any]:
     """The last ``count`` rows (none for 0: ``rows[-0:]`` would be all of them)."""
     return rows[max(0, rows.shape[0] - count) :]
+
+
+def _appended(rows: NDArray[Any], offline: int, new: NDArray[Any], capacity: int) -> NDArray[Any]:
+    """``rows[:offline]`` followed by the newest ``capacity`` of ``rows[offline:]`` and then
+    ``new``: what concatenating the online part with ``new``, keeping its :func:`newest`
+    rows and putting the offline part back in front gives, copied once."""
+    old = rows.shape[0] - offline
+    drop = max(0, old + new.shape[0] - capacity)  # the oldest online rows that go
+    if drop <= old:
+        return np.concatenate([rows[:offline], rows[offline + drop :], new])
+    return np.concatenate([rows[:offline], new[drop - old :]])
 
 
 def scored(estimator: Any, X: Float, y: Index) -> tuple[Float, NDArray[np.bool_]]:
@@ -234,17 +277,46 @@ def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | 
 
 def figures_of(losses: Float, correct: NDArray[np.bool_], quantile: float) -> GuardFigures:
     """The figures of per-row ``losses`` and ``correct`` flags (``(g,)`` each, ``g >= 1``)."""
-    threshold = float(np.quantile(losses, quantile, method="higher"))
+    rows = len(losses)
+    threshold = _higher_quantile(losses, quantile)
     exceeding = int(np.count_nonzero(losses > threshold))
     return GuardFigures(
-        rows=int(losses.shape[0]),
-        log_loss=float(losses.mean()),
-        accuracy=float(correct.mean()),
+        rows=rows,
+        log_loss=mean(losses),
+        accuracy=_mean_of_flags(correct),
         surprise_threshold=threshold,
-        surprise_rate=max(1.0 - quantile, upper_rate(exceeding, int(losses.shape[0]))),
+        surprise_rate=max(1.0 - quantile, upper_rate(exceeding, rows)),
         losses=losses,
         correct=correct,
     )
+
+
+def _mean_of_flags(flags: NDArray[np.bool_]) -> float:
+    """``float(flags.mean())``: for booleans, their count over their number (NumPy sums them
+    as float64 0s and 1s, exactly, and divides once), without the generic mean's overhead."""
+    if flags.dtype is not _BOOL or not flags.size:
+        return float(flags.mean())
+    return int(np.count_nonzero(flags)) / flags.size
+
+
+def _higher_quantile(values: Float, quantile: float) -> float:
+    """``np.quantile(values, quantile, method="higher")`` for 1-D float64 ``values``: the same
+    order statistic, found the way NumPy finds it (one partition at the same positions, the
+    index computed with the same arithmetic), without its general-purpose overhead."""
+    if (
+        values.ndim != 1
+        or values.dtype is not _FLOAT64
+        or not isinstance(quantile, float)
+        or not 0.0 <= quantile <= 1.0
+        or not len(values)
+    ):
+        return float(np.quantile(values, quantile, method="higher"))
+    index = math.ceil((len(values) - 1) * quantile)
+    ordered = values.copy()  # np.partition(values, ...), without its dispatch
+    ordered.partition((index, -1))
+    # NumPy's answer for values holding NaN (which sorts last) is NaN.
+    last = ordered[-1]
+    return float(last if last != last else ordered[index])
 
 
 def extended_figures(
@@ -257,11 +329,9 @@ def extended_figures(
 ) -> GuardFigures:
     """The figures of the same model on its guard set after :meth:`GuardSet.extended` with
     rows whose ``losses`` and ``correct`` flags are given: no second forward pass."""
-    online_losses = newest(np.concatenate([found.losses[offline:], losses]), online_capacity)
-    online_correct = newest(np.concatenate([found.correct[offline:], correct]), online_capacity)
     return figures_of(
-        np.concatenate([found.losses[:offline], online_losses]),
-        np.concatenate([found.correct[:offline], online_correct]),
+        _appended(found.losses, offline, losses, online_capacity),
+        _appended(found.correct, offline, correct, online_capacity),
         quantile,
     )
 
@@ -331,9 +401,18 @@ def judge(
 def relative_step(before: Float, after: Float) -> float:
     """``||after - before|| / ||before||`` (Frobenius): how far an update moves the weights,
     relative to their size (against a zero matrix: the absolute size of the move)."""
-    size = float(np.linalg.norm(before))
-    moved = float(np.linalg.norm(after - before))
+    size = _frobenius(before)
+    moved = _frobenius(after - before)
     return moved / size if size > 0 else moved
+
+
+def _frobenius(matrix: Float) -> float:
+    """``float(np.linalg.norm(matrix))``: for float64 it is the square root of the flattened
+    matrix's dot product with itself, computed here the same way without the dispatch."""
+    if not (isinstance(matrix, np.ndarray) and matrix.dtype == np.float64):
+        return float(np.linalg.norm(matrix))
+    flat = matrix.ravel(order="K")
+    return math.sqrt(flat.dot(flat))
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -347,26 +426,45 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     if k > n:
         return 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
+    # log(j!) from a table kept between calls (the same values as math.lgamma(j + 1)),
+    # computed at each term for batches too large to tabulate.
+    log_factorial = _log_factorials(n) if n <= _TABLE_LIMIT else None
     total = 0.0
     for j in range(k, n + 1):
-        term = math.exp(
-            math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-            + j * log_p + (n - j) * log_q
-        )  # fmt: skip
+        if log_factorial is not None:
+            log_j, log_rest, log_n = log_factorial[j], log_factorial[n - j], log_factorial[n]
+        else:
+            log_j, log_rest, log_n = math.lgamma(j + 1), math.lgamma(n - j + 1), math.lgamma(n + 1)
+        term = math.exp(log_n - log_j - log_rest + j * log_p + (n - j) * log_q)
         total += term
         if j > n * p and term < total * 1e-15:  # past the mode the terms only shrink
             break
     return min(total, 1.0)
 
 
+_LOG_FACTORIALS: list[float] = [0.0]  # math.lgamma(i + 1) at i, for the first few i
+_TABLE_LIMIT = 1 << 16
+
+
+def _log_factorials(n: int) -> list[float]:
+    """At least ``[math.lgamma(i + 1) for i in range(n + 1)]``, kept between calls (the same
+    values, computed once): replaced whole when it grows, so a reader never sees it partly
+    extended."""
+    global _LOG_FACTORIALS
+    table = _LOG_FACTORIALS
+    if len(table) <= n:
+        table = table + [math.lgamma(i + 1) for i in range(len(table), n + 1)]
+        _LOG_FACTORIALS = table
+    return table
+
+
 def holdout_mask(rows_seen: int, n_rows: int, every: int) -> NDArray[np.bool_]:
     """Which of the next ``n_rows`` rows of the stream go to the guard set: the stream's
     ``every``-th, ``2 * every``-th, ... row (counting from 1), whoever sends them. ``every``
     of 0 holds nothing out."""
-    if every <= 0:
-        return np.zeros(n_rows, dtype=bool)
-    position = rows_seen + np.arange(1, n_rows + 1)
-    mask: NDArray[np.bool_] = position % every == 0
+    mask: NDArray[np.bool_] = np.zeros(n_rows, dtype=bool)
+    if every > 0:  # row i (from 0) is the stream's (rows_seen + i + 1)-th
+        mask[(-rows_seen - 1) % every :: every] = True
     return mask
 
 
@@ -375,6 +473,10 @@ def check_in_range(standardizer: Standardizer, X: Float, limit: float) -> None:
     the training data (:class:`OutOfRangeError` naming the first row and column)."""
     with np.errstate(over="ignore", invalid="ignore"):
         z = np.abs(standardizer.transform(X))
+        # The largest first (fmax passes over NaN, which compares false below too): only a
+        # refusal needs the comparison of every value.
+        if z.size and not np.fmax.reduce(z, axis=None) > limit:
+            return
         far = z > limit
     if far.any():
         row, column = (int(v) for v in np.argwhere(far)[0])

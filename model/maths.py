@@ -23,6 +23,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "loss_and_gradient",
+    "mean",
     "one_hot",
     "regularized_loss",
     "softmax",
@@ -31,6 +32,8 @@ __all__ = [
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
 
+_FLOAT64 = np.dtype(np.float64)
+
 
 def logsumexp(Z: Float) -> Float:
     """Row-wise ``log(sum(exp(Z)))`` without overflow. ``Z: (m, k)`` -> ``(m,)``.
@@ -38,13 +41,32 @@ def logsumexp(Z: Float) -> Float:
     >>> logsumexp(np.array([[1000.0, 1000.0]]))
     array([1000.69314718])
     """
-    zmax = Z.max(axis=1)
+    zmax = _row_max(Z)
     # A row of -inf would give inf - inf; logits here are always finite, so zmax is too.
     # Logits of opposite sign near the float limit give Z - zmax = -inf: exp makes that an
     # exact 0, so the overflow is harmless and not worth a warning.
     with np.errstate(over="ignore"):
-        out: Float = zmax + np.log(np.exp(Z - zmax[:, None]).sum(axis=1))
+        shifted = Z - zmax[:, None]
+        if shifted.dtype.kind != "f":
+            out: Float = zmax + np.log(np.exp(shifted).sum(axis=1))
+            return out
+        # The same operations, in place in the temporaries.
+        np.exp(shifted, out=shifted)
+        out = shifted.sum(axis=1)
+        np.log(out, out=out)
+        out += zmax
     return out
+
+
+def _row_max(Z: Float) -> Float:
+    """``Z.max(axis=1)``. NumPy reduces short rows slowly (one inner loop per row): for many
+    rows of few columns, the columns of a transposed copy are reduced instead (a maximum is
+    exact, whatever the order)."""
+    if Z.ndim == 2 and Z.shape[0] >= 64 and Z.shape[1] <= 64:
+        out: Float = Z.T.copy().max(axis=0)
+        return out
+    row_max: Float = Z.max(axis=1)
+    return row_max
 
 
 def log_softmax(Z: Float) -> Float:
@@ -83,7 +105,15 @@ def cross_entropy(Z: Float, y: Index, lse: Float | float | None = None) -> float
     """
     if lse is None:
         lse = logsumexp(Z)
-    return float(np.mean(lse - Z[np.arange(y.shape[0]), y]))
+    return mean(lse - Z[np.arange(y.shape[0]), y])
+
+
+def mean(values: Float) -> float:
+    """``float(np.mean(values))``: for a non-empty 1-D float64 array, the same sum (NumPy's
+    pairwise ``add.reduce``) over the same count, without the generic mean's overhead."""
+    if values.ndim == 1 and values.dtype is _FLOAT64 and len(values):
+        return float(values.sum()) / len(values)
+    return float(np.mean(values))
 
 
 def one_hot(y: Index, n_classes: int) -> Float:
@@ -123,8 +153,9 @@ def loss_and_gradient(X: Float, y: Index, W: Float, b: Float, l2: float) -> Grad
     Z = X @ W + b
     correct = int(np.count_nonzero(Z.argmax(axis=1) == y))
     lse = logsumexp(Z)
-    ce = cross_entropy(Z, y, lse)
-    G = np.exp(Z - lse[:, None])
+    ce = mean(lse - Z[rows, y])  # cross_entropy(Z, y, lse)
+    G = Z - lse[:, None]
+    np.exp(G, out=G)
     G[rows, y] -= 1.0
     G /= m
     dW = X.T @ G

@@ -7,7 +7,8 @@ holding the old state always sees a consistent model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,12 +67,19 @@ class TrainState:
         velocity_weights, velocity_bias = buffers() if momentum else (None, None)
         return cls(weights, bias, velocity_weights, velocity_bias, 0)
 
+    def with_velocities(self, weights: Float | None, bias: Float | None) -> TrainState:
+        """This state with other momentum buffers (``dataclasses.replace``, made cheaper)."""
+        if type(self) is not TrainState:
+            return replace(self, velocity_weights=weights, velocity_bias=bias)
+        return TrainState(self.weights, self.bias, weights, bias, self.step)
+
     def is_finite(self) -> bool:
         # A sum is non-finite as soon as one term is NaN or inf; cheaper than isfinite().all().
         # Only a non-finite sum (inf - inf, or huge finite terms overflowing) needs the exact,
         # slower check, and it must not warn: the caller turns the answer into an error.
         with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(self.weights)) and np.isfinite(np.sum(self.bias)):
+            # Python's float addition: inf + -inf is NaN, and an overflow is inf, silently.
+            if math.isfinite(float(self.weights.sum()) + float(self.bias.sum())):
                 return True
         return bool(np.isfinite(self.weights).all() and np.isfinite(self.bias).all())
 

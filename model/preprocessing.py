@@ -10,6 +10,8 @@ from .maths import Float
 
 __all__ = ["Standardizer"]
 
+_FLOAT64 = np.dtype(np.float64)
+
 
 @dataclass(frozen=True)
 class Standardizer:
@@ -49,4 +51,15 @@ class Standardizer:
 
     def transform(self, X: Float) -> Float:
         """Return a new ``(n_samples, n_features)`` array; ``X`` is not modified."""
-        return (X - self.mean) / self.scale
+        out = X - self.mean
+        scale = self.scale
+        if (
+            isinstance(out, np.ndarray)
+            and out.dtype is _FLOAT64
+            and scale.dtype is _FLOAT64
+            and out.shape[-1:] == scale.shape
+        ):
+            np.divide(out, scale, out=out)  # the same division, into the new array
+            return out
+        divided: Float = out / scale
+        return divided

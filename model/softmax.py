@@ -12,9 +12,10 @@ All learned state is replaced, never edited in place: ``state_`` is a frozen
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Self
 
 import numpy as np
@@ -96,6 +97,10 @@ class SoftmaxRegression:
     n_epochs_run_: int
     best_epoch_: int | None
 
+    # The validated optimizer settings and the setting values they were built from.
+    _sgd_cache: tuple[tuple[Any, ...], SGDSettings]
+    _names_cache: tuple[tuple[str, ...] | None, NDArray[np.str_]]
+
     def __init__(
         self,
         *,
@@ -126,9 +131,15 @@ class SoftmaxRegression:
     @property
     def sgd_settings(self) -> SGDSettings:
         """The optimizer settings (validated on construction of the returned object)."""
-        return SGDSettings(
-            **{field.name: getattr(self, field.name) for field in fields(SGDSettings)}
-        )
+        values = tuple([getattr(self, name) for name in _SGD_FIELDS])
+        # Built and validated once, then reused while the settings are the very same objects
+        # (an online update asks twice; the estimators it makes share their parent's).
+        cached: tuple[tuple[Any, ...], SGDSettings] | None = vars(self).get("_sgd_cache")
+        if cached is not None and all(a is b for a, b in zip(cached[0], values, strict=True)):
+            return cached[1]
+        settings = SGDSettings(**dict(zip(_SGD_FIELDS, values, strict=True)))
+        self._sgd_cache = (values, settings)
+        return settings
 
     def _check_params(self) -> None:
         """Raise InvalidParameterError for the first invalid setting."""
@@ -227,8 +238,22 @@ class SoftmaxRegression:
             arrays["velocity_weights"] = state.velocity_weights
             arrays["velocity_bias"] = state.velocity_bias
         if self.feature_names_ is not None:
-            arrays["feature_names"] = np.array(self.feature_names_)
+            arrays["feature_names"] = self._feature_names_array()
         return arrays
+
+    def _feature_names_array(self) -> NDArray[np.str_]:
+        """``np.array(feature_names_)``, built once (an online update asks for it to size a
+        snapshot) and read-only, as it is shared."""
+        names = self.feature_names_
+        cached: tuple[tuple[str, ...] | None, NDArray[np.str_]] | None = vars(self).get(
+            "_names_cache"
+        )
+        if cached is None or cached[0] is not names:
+            array = np.array(names)
+            array.setflags(write=False)
+            cached = (names, array)
+            self._names_cache = cached
+        return cached[1]
 
     @classmethod
     def from_arrays(
@@ -366,7 +391,11 @@ class SoftmaxRegression:
 
     def with_state(self, state: TrainState) -> SoftmaxRegression:
         """A shallow copy sharing settings, classes and standardization, with ``state``."""
-        clone = copy.copy(self)
+        if type(self) is SoftmaxRegression:  # what copy.copy does, without its generic path
+            clone = SoftmaxRegression.__new__(SoftmaxRegression)
+            vars(clone).update(vars(self))
+        else:
+            clone = copy.copy(self)
         clone.state_ = state
         return clone
 
@@ -399,27 +428,25 @@ class SoftmaxRegression:
                 f"learning_rate must be > 0 and finite, got {learning_rate!r}",
                 field="learning_rate",
             )
-        _PASSES.check(passes)
+        if type(passes) is not int or not 1 <= passes <= 1 << 31:  # else plainly valid
+            _PASSES.check(passes)
         settings = self.sgd_settings
         Xs = self.standardizer_.transform(X)
         start = self.state_
         if not momentum:
-            start = replace(start, velocity_weights=None, velocity_bias=None)
+            start = start.with_velocities(None, None)
         # A diverging step overflows; is_finite below turns that into DivergenceError.
+        # Finite but huge weights can still overflow this batch's logits.
         with np.errstate(over="ignore", invalid="ignore"):
             new_state, first = sgd_step(start, Xs, y_index, settings, learning_rate)
             for _ in range(passes - 1):
                 new_state, _ = sgd_step(new_state, Xs, y_index, settings, learning_rate)
-        if not momentum:  # the buffers stay as they were
-            new_state = replace(
-                new_state,
-                velocity_weights=self.state_.velocity_weights,
-                velocity_bias=self.state_.velocity_bias,
-            )
-        # Finite but huge weights can still overflow this batch's logits.
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss_after, _ = _evaluate(new_state, Xs, y_index)
-        if not (new_state.is_finite() and np.isfinite(loss_after)):
+            if not momentum:  # the buffers stay as they were
+                new_state = new_state.with_velocities(
+                    self.state_.velocity_weights, self.state_.velocity_bias
+                )
+            loss_after = cross_entropy(_logits(new_state, Xs), y_index)
+        if not (math.isfinite(loss_after) and new_state.is_finite()):
             raise DivergenceError(
                 "update refused: it would make a weight or the batch's loss non-finite "
                 "(lower the learning rate or check the feature scale); the model is unchanged",
@@ -484,6 +511,8 @@ def _evaluate(state: TrainState, Xs: Float, y: Index) -> tuple[float, float]:
     Z = _logits(state, Xs)
     return cross_entropy(Z, y), float(np.mean(Z.argmax(axis=1) == y))
 
+
+_SGD_FIELDS = tuple(field.name for field in fields(SGDSettings))
 
 _REQUIRED_ARRAYS = ("weights", "bias", "mean", "scale", "classes")
 

@@ -230,12 +230,20 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
         arr = values if ok_kind else None
     else:
         arr = None
+        # The types seen, first (at C speed): plain ints or plain strs need no more looking.
+        types = set(map(type, values))
         if want_int:
-            ok_kind = all(type(v) is int or isinstance(v, np.integer) for v in values)
+            ok_kind = types <= _INT or all(
+                type(v) is int or isinstance(v, np.integer) for v in values
+            )
         else:
-            ok_kind = all(isinstance(v, str) for v in values)
+            ok_kind = types <= _STR or all(isinstance(v, str) for v in values)
             # NumPy's fixed-width strings drop trailing NULs: "a\0" would pass as "a".
-            nul = next((i for i, v in enumerate(values) if ok_kind and "\x00" in v), None)
+            nul = (
+                next((i for i, v in enumerate(values) if "\x00" in v), None)
+                if ok_kind and "\x00" in "".join(values)
+                else None
+            )
             if nul is not None:
                 raise UnknownLabelError(
                     f"labels: expected one of the classes ({_preview(classes)}), "
@@ -274,6 +282,10 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
         )
     result: Index = clipped.astype(np.intp, copy=False)
     return result
+
+
+_INT: frozenset[type] = frozenset({int})
+_STR: frozenset[type] = frozenset({str})
 
 
 def _preview(classes: NDArray[Any], limit: int = 12) -> str:

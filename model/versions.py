@@ -143,8 +143,9 @@ def state_digest(state: TrainState) -> str:
     flat = state.weights.reshape(-1)
     stride = max(1, flat.shape[0] // 4096)
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(np.ascontiguousarray(flat[::stride]).tobytes())
-    digest.update(state.bias.tobytes())
+    # The bytes of tobytes(), read in place when they are contiguous already.
+    digest.update(np.ascontiguousarray(flat[::stride]).data)
+    digest.update(np.ascontiguousarray(state.bias).data)
     digest.update(str(state.step).encode())
     return digest.hexdigest()
 
@@ -196,4 +197,4 @@ def guard_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> GuardSe
 def guard_arrays(guard: GuardSet | None) -> dict[str, NDArray[Any]]:
     if guard is None or not guard.rows:
         return {}
-    return {"guard_X": guard.X, "guard_y": guard.y.astype(np.int64)}
+    return {"guard_X": guard.X, "guard_y": guard.y.astype(np.int64, copy=False)}
