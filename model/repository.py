@@ -525,7 +525,7 @@ class ModelRepository:
             pending.append(cursor)
             cursor = parent
         for number in reversed(pending):
-            start = self._replay(start, self.store.read(name, number))
+            start = self._replay(start, self.meta(name, number), self.store.read(name, number))
         return start
 
     def snapshot_meta(self, name: str, version: int) -> VersionMeta:
@@ -594,8 +594,7 @@ class ModelRepository:
                 cursor.seen = fresh[-1]
             return cursor.window.figures()
 
-    def _replay(self, parent: LoadedModel, record: Record) -> LoadedModel:
-        meta = VersionMeta.from_json(record.meta)
+    def _replay(self, parent: LoadedModel, meta: VersionMeta, record: Record) -> LoadedModel:
         online = meta.online
         arrays = record.arrays
         if online is None or "X" not in arrays or "y" not in arrays:

@@ -638,7 +638,6 @@ class LocalArtifactStore:
     def _append(self, model: str, state: _Model, record: Record) -> None:
         catalog = state.catalog
         version = record.version
-        data = wal.encode(version, record.meta, record.arrays)
         # Under the catalog's lock: a reader thread of this process must not index the new
         # record (or segment) from the file while it is being written.
         with state.lock:
@@ -650,6 +649,7 @@ class LocalArtifactStore:
             )
             if tail is None or not continues:  # a new line of descent: a new segment
                 tail = _Segment(self._dir(model) / wal.segment_name(version), version)
+            data, entry = wal.encode_entry(version, record.meta, record.arrays, tail.end)
             fd = state.fds.get(tail.path)
             if fd is None:
                 fd = os.open(tail.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -664,7 +664,6 @@ class LocalArtifactStore:
                 raise StoreError(
                     f"could not append version {version} to {tail.path}: {exc}"
                 ) from exc
-            entry = wal.Entry(version, tail.end, len(data), record.meta)
             if not continues:
                 catalog.segments[tail.path.name] = tail
                 state.directory_dirty = True

@@ -39,6 +39,7 @@ restore the file from a backup.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -61,6 +62,7 @@ __all__ = [
     "Scan",
     "decode",
     "encode",
+    "encode_entry",
     "scan",
     "segment_name",
 ]
@@ -80,6 +82,13 @@ def segment_name(first_version: int) -> str:
 
 def encode(version: int, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> bytes:
     """One record's bytes: header, then the body (metadata JSON and the arrays' bytes)."""
+    return encode_entry(version, dict(meta), arrays, 0)[0]
+
+
+def encode_entry(
+    version: int, meta: dict[str, Any], arrays: Mapping[str, NDArray[Any]], offset: int
+) -> tuple[bytes, Entry]:
+    """One record's bytes, and its :class:`Entry` once written at ``offset`` of a segment."""
     if not 0 < version <= _MAX_VERSION:
         raise ValueError(f"version {version} does not fit a log record")
     manifest = []
@@ -88,13 +97,15 @@ def encode(version: int, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[A
         if arr.dtype.kind not in _ALLOWED_KINDS:
             raise ValueError(f"array {name!r} of dtype {arr.dtype} cannot go in a record")
         contiguous = np.ascontiguousarray(arr)
-        manifest.append([name, contiguous.dtype.str, list(contiguous.shape)])
+        manifest.append((name, contiguous.dtype.str, tuple(contiguous.shape)))
         blobs.append(contiguous.data.cast("B") if contiguous.size else b"")
     text = json.dumps({"meta": meta, "arrays": manifest}, allow_nan=False).encode()
     body = b"".join([_LENGTH.pack(len(text)), text, *blobs])
     head = struct.pack("<IQ", version, len(body))
     crc = zlib.crc32(body, zlib.crc32(head))
-    return MAGIC + head + struct.pack("<I", crc) + body
+    data = MAGIC + head + struct.pack("<I", crc) + body
+    entry = Entry(version, offset, len(data), meta, tuple(manifest), _LENGTH.size + len(text))
+    return data, entry
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ class Entry:
     offset: int
     length: int
     meta: dict[str, Any]
+    arrays: tuple[tuple[str, str, tuple[int, ...]], ...] = ()  # name, dtype, shape
+    data_start: int = 0  # where the arrays' bytes begin in the body
 
     @property
     def end(self) -> int:
@@ -167,7 +180,8 @@ def scan(path: Path, start: int = 0) -> Scan:
             body = memoryview(data)[offset + HEADER : offset + length]
             where = f"{path} at byte {start + offset}"
             try:
-                meta, _, _ = _parse(body, where)
+                meta, manifest, data_start = _parse(body, where)
+                arrays = _manifest(manifest)
             except CorruptArtifactError as exc:
                 problem = exc.message
             else:
@@ -177,7 +191,7 @@ def scan(path: Path, start: int = 0) -> Scan:
             found.problem = problem
             found.valid_after = _valid_record_after(data, offset + 1)
             break
-        found.entries.append(Entry(version, start + offset, length, meta))
+        found.entries.append(Entry(version, start + offset, length, meta, arrays, data_start))
         last_version = version
         offset += length
     found.end = start + offset
@@ -193,8 +207,18 @@ def _valid_record_after(data: bytes, offset: int) -> bool:
     return False
 
 
+def _manifest(raw: list[Any]) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    try:
+        return tuple(
+            (str(name), str(dtype), tuple(int(n) for n in shape)) for name, dtype, shape in raw
+        )
+    except (ValueError, TypeError) as exc:
+        raise CorruptArtifactError(f"record arrays undescribed ({exc})") from None
+
+
 def decode(path: Path, entry: Entry) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
-    """Read and verify one record's metadata and arrays."""
+    """Read one record's arrays, verified against its CRC; its metadata is the entry's (read
+    and verified when the segment was scanned)."""
     where = f"{path} at byte {entry.offset}"
     fd = os.open(path, os.O_RDONLY)  # FileNotFoundError: the segment was removed
     try:
@@ -208,20 +232,20 @@ def decode(path: Path, entry: Entry) -> tuple[dict[str, Any], dict[str, NDArray[
             f"({problem or 'another record'})"
         )
     body = memoryview(data)[HEADER:]
-    meta, manifest, cursor = _parse(body, where)
+    cursor = entry.data_start
     arrays: dict[str, NDArray[Any]] = {}
     try:
-        for name, dtype_text, shape in manifest:
+        for name, dtype_text, shape in entry.arrays:
             dtype = np.dtype(dtype_text)
             if dtype.kind not in _ALLOWED_KINDS:
                 raise ValueError(f"array {name!r} has dtype {dtype}")
-            count = int(np.prod(shape, dtype=np.int64))
+            count = math.prod(shape)
             size = count * dtype.itemsize
             if cursor + size > len(body):
                 raise ValueError(f"array {name!r} runs past the record")
             flat = np.frombuffer(body, dtype=dtype, count=count, offset=cursor)
-            arrays[str(name)] = flat.reshape(shape).copy()
+            arrays[name] = flat.reshape(shape).copy()
             cursor += size
     except (ValueError, TypeError) as exc:
         raise CorruptArtifactError(f"{where}: record arrays unreadable ({exc})") from None
-    return meta, arrays
+    return entry.meta, arrays
