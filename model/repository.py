@@ -714,7 +714,13 @@ class ModelRepository:
         self, name: str, meta: VersionMeta, arrays: dict[str, Any], *, durable: bool = True
     ) -> VersionMeta:
         stored = self.store.write(name, Record(meta.to_json(), arrays), durable=durable)
-        return VersionMeta.from_json(stored.meta)
+        # What the store filled in; the rest is ``meta`` (a JSON round trip gives it back).
+        return replace(
+            meta,
+            version=stored.version,
+            model=stored.meta["model"],
+            format_version=stored.meta["format_version"],
+        )
 
     def _active_or_none(self, name: str) -> int | None:
         try:

@@ -255,3 +255,14 @@ def test_a_refused_update_in_a_batch_leaves_the_others_alone(tmp_path: Path) -> 
     assert isinstance(outcomes.pop(3), errors.UnknownLabelError)
     assert sorted(outcomes.values()) == [2, 3, 4, 5, 6]  # type: ignore[type-var]
     assert repo.store.versions(NAME) == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_metadata_a_write_returns_is_what_a_reader_parses(tmp_path: Path) -> None:
+    repo = repository(tmp_path, snapshot_every=2)  # updates and online snapshots alike
+    written = [repo.save(initial_model(), NAME)]
+    written += [repo.update(NAME, *update_batch(worker=6, op=op)).model for op in range(5)]
+    assert {w.meta.kind for w in written[1:]} == {"update", "snapshot"}
+    fresh = repository(tmp_path)
+    for loaded in written:
+        assert loaded.meta == fresh.meta(NAME, loaded.version), loaded.version
+        assert loaded.meta.to_json() == fresh.store.read_meta(NAME, loaded.version)
