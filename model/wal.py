@@ -74,6 +74,7 @@ _LENGTH = struct.Struct("<I")
 SEGMENT = re.compile(r"^u(\d{8})\.log$")
 _ALLOWED_KINDS = frozenset("biufU")
 _MAX_VERSION = 2**32 - 1
+_CHUNK = 1 << 20  # bytes read at a time when scanning a segment
 
 
 def segment_name(first_version: int) -> str:
@@ -165,36 +166,48 @@ def _parse(body: memoryview, where: str) -> tuple[dict[str, Any], list[Any], int
 
 
 def scan(path: Path, start: int = 0) -> Scan:
-    """Read the records of the segment at ``path`` from byte ``start`` (a record boundary)."""
-    with open(path, "rb") as file:
-        file.seek(start)
-        data = file.read()
+    """Read the records of the segment at ``path`` from byte ``start`` (a record boundary),
+    a chunk at a time (a segment of large records is never read into memory whole)."""
     found = Scan(end=start)
-    offset = 0
     last_version = 0
-    while offset < len(data):
-        version, length, problem = _frame(data, offset)
-        if problem is None and version <= last_version:
-            problem = f"a record out of order (version {version} after {last_version})"
-        if problem is None:
-            body = memoryview(data)[offset + HEADER : offset + length]
-            where = f"{path} at byte {start + offset}"
-            try:
-                meta, manifest, data_start = _parse(body, where)
-                arrays = _manifest(manifest)
-            except CorruptArtifactError as exc:
-                problem = exc.message
-            else:
-                if meta.get("version") != version:
-                    problem = f"a record whose metadata says version {meta.get('version')!r}"
-        if problem is not None:
-            found.problem = problem
-            found.valid_after = _valid_record_after(data, offset + 1)
-            break
-        found.entries.append(Entry(version, start + offset, length, meta, arrays, data_start))
-        last_version = version
-        offset += length
-    found.end = start + offset
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data, base = b"", start  # the file's bytes [base, base + len(data))
+        offset = start
+        while offset < size:
+            need = HEADER
+            if base + len(data) - offset >= HEADER:
+                need = HEADER + _HEADER.unpack_from(data, offset - base)[2]
+            held = base + len(data) - offset
+            if held < need and base + len(data) < size:  # read on (never past the end)
+                more = min(max(_CHUNK, need - held), size - base - len(data))
+                data = data[offset - base :] + os.pread(fd, more, base + len(data))
+                base = offset
+            version, length, problem = _frame(data, offset - base)
+            if problem is None and version <= last_version:
+                problem = f"a record out of order (version {version} after {last_version})"
+            if problem is None:
+                body = memoryview(data)[offset - base + HEADER : offset - base + length]
+                try:
+                    meta, manifest, data_start = _parse(body, f"{path} at byte {offset}")
+                    arrays = _manifest(manifest)
+                except CorruptArtifactError as exc:
+                    problem = exc.message
+                else:
+                    if meta.get("version") != version:
+                        problem = f"a record whose metadata says version {meta.get('version')!r}"
+            if problem is not None:
+                rest = data[offset - base :] + os.pread(fd, size, base + len(data))
+                found.problem = problem
+                found.valid_after = _valid_record_after(rest, 1)
+                break
+            found.entries.append(Entry(version, offset, length, meta, arrays, data_start))
+            last_version = version
+            offset += length
+    finally:
+        os.close(fd)
+    found.end = offset
     return found
 
 

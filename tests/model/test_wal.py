@@ -266,3 +266,19 @@ def test_the_metadata_a_write_returns_is_what_a_reader_parses(tmp_path: Path) ->
     for loaded in written:
         assert loaded.meta == fresh.meta(NAME, loaded.version), loaded.version
         assert loaded.meta.to_json() == fresh.store.read_meta(NAME, loaded.version)
+
+
+def test_scanning_reads_records_larger_than_its_chunk_and_across_chunks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    sizes = [10, 300_000, 7, 200_000, 150_000, 1, 260_000]  # rows of 1 float: 8 B each
+    arrays = [{"X": rng.normal(size=n)} for n in sizes]
+    path = tmp_path / wal.segment_name(1)
+    path.write_bytes(b"".join(wal.encode(v, {"version": v}, a) for v, a in enumerate(arrays, 1)))
+    assert path.stat().st_size > 2 * (1 << 20)
+    found = wal.scan(path)
+    assert found.problem is None and found.end == path.stat().st_size
+    assert [e.version for e in found.entries] == list(range(1, len(sizes) + 1))
+    for entry, expected in zip(found.entries, arrays, strict=True):
+        assert np.array_equal(wal.decode(path, entry)[1]["X"], expected["X"])
+    later = wal.scan(path, found.entries[3].offset)  # from a record boundary
+    assert [e.version for e in later.entries] == [4, 5, 6, 7]
