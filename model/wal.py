@@ -176,14 +176,18 @@ def scan(path: Path, start: int = 0) -> Scan:
         data, base = b"", start  # the file's bytes [base, base + len(data))
         offset = start
         while offset < size:
-            need = HEADER
-            if base + len(data) - offset >= HEADER:
-                need = HEADER + _HEADER.unpack_from(data, offset - base)[2]
-            held = base + len(data) - offset
-            if held < need and base + len(data) < size:  # read on (never past the end)
+            while True:  # hold the whole record in ``data`` (or all there is of it)
+                held = base + len(data) - offset
+                need = HEADER
+                if held >= HEADER:
+                    need += _HEADER.unpack_from(data, offset - base)[2]
+                if held >= need or base + len(data) >= size:
+                    break
                 more = min(max(_CHUNK, need - held), size - base - len(data))
-                data = data[offset - base :] + os.pread(fd, more, base + len(data))
-                base = offset
+                chunk = os.pread(fd, more, base + len(data))
+                data, base = data[offset - base :] + chunk, offset
+                if not chunk:  # the file shrank meanwhile (retention): what is here is all
+                    size = base + len(data)
             version, length, problem = _frame(data, offset - base)
             if problem is None and version <= last_version:
                 problem = f"a record out of order (version {version} after {last_version})"
