@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     predict.install(app, limits)  # first in line: the hot path
     if settings.predict_requires_key:  # else nothing is installed: the hot path pays nothing
         close_route(app, "/predict", "predict")
-    app.include_router(train.build_router(limits))
+    train.install(app, limits)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
