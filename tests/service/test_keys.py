@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,42 @@ def test_an_open_predict_installs_nothing(iris_store: Path) -> None:
     # Open: the route's own handler, unwrapped; closed: a guard in front of it.
     assert predict_app().__qualname__.startswith("request_response")
     assert "close_route" in predict_app(predict_requires_key=True).__qualname__
+
+
+def test_train_is_a_raw_route_behind_predict_and_documents_its_bearer_key(
+    iris_store: Path,
+) -> None:
+    app = create_app(settings_for(iris_store))
+    routes = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    assert [r.path for r in routes[:2]] == ["/predict", "/train"]
+    assert isinstance(routes[1], RawRoute)  # auth runs in the route: guard_train
+    with TestClient(app) as client:
+        document = client.get("/openapi.json").json()
+    operation = document["paths"]["/train"]["post"]
+    assert operation["security"] == [{"api_key": []}]
+    assert document["components"]["securitySchemes"]["api_key"]["scheme"] == "bearer"
+    assert list(document["paths"])[:2] == ["/predict", "/train"]
+
+
+def test_train_refuses_a_key_and_a_rate_before_reading_the_body(client: TestClient) -> None:
+    def post_invalid_json(key: str) -> int:
+        headers = {"Content-Type": "application/json", **bearer(key)}
+        return client.post("/train", content=b"{not json", headers=headers).status_code
+
+    assert (post_invalid_json("nobody"), post_invalid_json("reader-key")) == (401, 403)
+    assert client.post("/train", json=TRAIN, headers=bearer("slow-key")).status_code == 200
+    assert post_invalid_json("slow-key") == 429  # the request token is taken before the body
+    assert train_requests(client)[("slow", "rate_limited")] == 1
+
+
+def test_an_update_waits_in_a_thread_of_the_train_pool(iris_client: TestClient) -> None:
+    threads: list[str] = []
+    app: Any = iris_client.app
+    app.state.softmax.runtime.on_swap(lambda _: threads.append(threading.current_thread().name))
+    response = iris_client.post("/train", json=TRAIN, headers=bearer(API_KEY))
+    assert response.status_code == 200
+    # The request's own thread committed it (a batch of one): not the event loop's thread.
+    assert threads and threads[-1].startswith("softmax-train")
 
 
 # ------------------------------------------------------------------ the limiter itself
