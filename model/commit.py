@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupCommit", "Job"]
@@ -32,6 +32,8 @@ class Job(Generic[T]):
     result: Any = None
     error: BaseException | None = None
     done: bool = False
+    # Set when the job is done, or when it is handed the lead of the next batch.
+    wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -40,14 +42,17 @@ class Job(Generic[T]):
 
 
 class GroupCommit(Generic[T]):
-    """Runs submitted requests in batches, one batch at a time, in the order they came."""
+    """Runs submitted requests in batches, one batch at a time, in the order they came.
+
+    Only the threads concerned are woken: each job of a finished batch, and the first job
+    still queued, which leads the next batch."""
 
     def __init__(self, run: Callable[[list[Job[T]]], None], *, max_batch: int = 64) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run = run
         self.max_batch = max_batch
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[Job[T]] = []
         self._leading = False
         self.batches = 0  # how many batches ran (for tests and figures)
@@ -55,27 +60,36 @@ class GroupCommit(Generic[T]):
     def submit(self, request: T) -> Any:
         """Run ``request`` in the next batch; return its result or raise its error."""
         job = Job(request)
-        with self._cond:
+        with self._lock:
             self._queue.append(job)
-            while not job.done:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._leading = True
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            job.wake.wait()
+            if job.done:
+                return job.outcome()
+            # Handed the lead: this thread runs the next batch.
+        while True:
+            with self._lock:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                self._cond.release()
-                try:
-                    self._run(batch)
-                except BaseException as exc:
-                    for queued in batch:
-                        if queued.error is None and queued.result is None:
-                            queued.error = exc
-                finally:
-                    self._cond.acquire()
-                    for queued in batch:
-                        queued.done = True
-                    self.batches += 1
+            try:
+                self._run(batch)
+            except BaseException as exc:
+                for queued in batch:
+                    if queued.error is None and queued.result is None:
+                        queued.error = exc
+            with self._lock:
+                for queued in batch:
+                    queued.done = True
+                self.batches += 1
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
                     self._leading = False
-                    self._cond.notify_all()
-        return job.outcome()
+            for queued in batch:
+                queued.wake.set()
+            if job.done:
+                if successor is not None and successor is not job:
+                    successor.wake.set()  # the lead passes on
+                return job.outcome()
+            # This job did not fit in the batch: lead the next one too.

@@ -282,3 +282,38 @@ def test_scanning_reads_records_larger_than_its_chunk_and_across_chunks(tmp_path
         assert np.array_equal(wal.decode(path, entry)[1]["X"], expected["X"])
     later = wal.scan(path, found.entries[3].offset)  # from a record boundary
     assert [e.version for e in later.entries] == [4, 5, 6, 7]
+
+
+def test_group_commit_runs_every_job_once_in_capped_batches() -> None:
+    from model.commit import GroupCommit
+
+    ran: list[list[int]] = []
+
+    def run(jobs) -> None:
+        ran.append([job.request for job in jobs])
+        time.sleep(0.002)  # others queue meanwhile
+        for job in jobs:
+            if job.request % 7 == 3:
+                job.error = ValueError(f"job {job.request}")
+            else:
+                job.result = job.request * 10
+
+    committer = GroupCommit(run, max_batch=3)
+    outcomes: dict[int, object] = {}
+
+    def submit(n: int) -> None:
+        try:
+            outcomes[n] = committer.submit(n)
+        except ValueError as exc:
+            outcomes[n] = str(exc)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {n: f"job {n}" if n % 7 == 3 else n * 10 for n in range(40)}
+    flat = [n for batch in ran for n in batch]
+    assert sorted(flat) == list(range(40)), "each job ran exactly once"
+    assert all(1 <= len(batch) <= 3 for batch in ran)
+    assert committer.batches == len(ran) < 40, "some batches held several jobs"
