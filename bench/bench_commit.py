@@ -61,8 +61,9 @@ from bench_serving import (
     free_port,
     settled_version,
     versions,
+    wait_ready,
 )
-from common import REPO
+from common import REPO, source_state
 
 PROBE_BYTES = 16 * 1024
 N_BODIES = 64
@@ -306,23 +307,7 @@ def serve(
         proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log_text = log_path.read_text()
-                raise SystemExit(f"{name} exited with {proc.returncode}; log:\n{log_text}")
-            with contextlib.suppress(httpx.HTTPError):
-                answer = httpx.post(
-                    url + "/predict",
-                    content=ready_body,
-                    headers={"content-type": "application/json"},
-                    timeout=5,
-                )
-                if answer.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not become ready; log:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_ready(name, proc, url, log_path, ready_body)
         yield url
     finally:
         stop(proc, traced=trace_to is not None)
@@ -539,23 +524,6 @@ def traced_session(
     }
 
 
-def tree_state(tree: Path) -> str:
-    git = ["git", "--no-optional-locks", "-C", str(tree)]
-    try:
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "model", "service"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    return head + (" + uncommitted changes" if dirty else "")
-
-
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -590,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"ours": REPO}
     if args.tree:
         trees["tree"] = Path(args.tree).resolve()
-        env["tree"] = f"{trees['tree']} at {tree_state(trees['tree'])}"
+        env["tree"] = f"{trees['tree']} at {source_state('model', 'service', repo=trees['tree'])}"
     machine = {
         "cpus": str(os.cpu_count()),
         "platform": platform.platform(),

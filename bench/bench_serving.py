@@ -126,6 +126,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(
+    name: str, proc: subprocess.Popen[bytes], url: str, log_path: Path, ready_body: bytes
+) -> None:
+    """Until POST /predict answers 200 (SystemExit with the log if the process exits or two
+    minutes pass)."""
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            log_text = log_path.read_text()
+            raise SystemExit(f"{name} exited with {proc.returncode}; log:\n{log_text}")
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.post(
+                url + "/predict",
+                content=ready_body,
+                headers={"content-type": "application/json"},
+                timeout=5,
+            )
+            if answer.status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not become ready; log:\n{log_path.read_text()}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def server(
     name: str, argv: list[str], port: int, log_dir: Path, ready_body: bytes, cwd: Path = REPO
@@ -138,23 +162,7 @@ def server(
         proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log_text = log_path.read_text()
-                raise SystemExit(f"{name} exited with {proc.returncode}; log:\n{log_text}")
-            with contextlib.suppress(httpx.HTTPError):
-                answer = httpx.post(
-                    url + "/predict",
-                    content=ready_body,
-                    headers={"content-type": "application/json"},
-                    timeout=5,
-                )
-                if answer.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not become ready; log:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_ready(name, proc, url, log_path, ready_body)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

@@ -10,10 +10,10 @@ __all__ = ["REPO", "source_state"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def source_state(*paths: str) -> str:
-    """The commit measured and whether ``paths`` had uncommitted changes (read-only git
-    calls: no optional index refresh)."""
-    git = ["git", "--no-optional-locks", "-C", str(REPO)]
+def source_state(*paths: str, repo: Path = REPO) -> str:
+    """The commit of ``repo`` measured and whether ``paths`` had uncommitted changes
+    (read-only git calls: no optional index refresh)."""
+    git = ["git", "--no-optional-locks", "-C", str(repo)]
     try:
         head = subprocess.run(
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
