@@ -739,7 +739,7 @@ class ModelRepository:
             parent=parent,
             created_at=now(),
             step=estimator.state_.step,
-            params=estimator.get_params(),
+            params=estimator.resolved_params(),
             n_features=estimator.n_features_in_,
             classes=[c.item() for c in estimator.classes_],
             feature_names=list(estimator.feature_names_) if estimator.feature_names_ else None,

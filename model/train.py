@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .autotune import AUTO
 from .data import Dataset, load_dataset
 from .errors import ModelError
 from .maths import Index
@@ -80,7 +81,10 @@ def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
         how: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}  # --standardize / --no-standardize
             if parameter.kind is bool
-            else {"type": parameter.kind, "choices": parameter.choices or None}
+            else {
+                "type": _number_or_auto(parameter.kind) if parameter.auto else parameter.kind,
+                "choices": parameter.choices or None,
+            }
         )
         group.add_argument(
             *parameter.cli_flags,
@@ -89,6 +93,16 @@ def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
             help=f"{parameter.help} (default: %(default)s)",
             **how,
         )
+
+
+def _number_or_auto(kind: type) -> Any:
+    """An argparse type: ``auto``, or a number of ``kind``."""
+
+    def parse(text: str) -> Any:
+        return AUTO if text == AUTO else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 def _estimator(args: argparse.Namespace, **overrides: Any) -> SoftmaxRegression:

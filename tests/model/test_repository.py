@@ -52,7 +52,7 @@ def assert_same_estimator(a: SoftmaxRegression, b: SoftmaxRegression) -> None:
             assert x.dtype == z.dtype and np.array_equal(x, z)
     assert sa.step == sb.step
     assert a.feature_names_ == b.feature_names_
-    assert a.get_params() == b.get_params()
+    assert a.resolved_params() == b.resolved_params()
 
 
 def copy_of(model: SoftmaxRegression) -> SoftmaxRegression:

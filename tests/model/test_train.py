@@ -130,7 +130,7 @@ def test_search_reports_the_best_grid_point_and_trains_with_it(
         (lr, l2) for lr in SEARCH_LEARNING_RATES for l2 in SEARCH_L2
     }
     assert search["best"] == min(grid, key=lambda g: g["val_log_loss"])
-    params = ModelRepository(LocalArtifactStore(store)).load("iris").estimator.get_params()
+    params = ModelRepository(LocalArtifactStore(store)).load("iris").estimator.resolved_params()
     assert (params["learning_rate"], params["l2"]) == (
         search["best"]["learning_rate"],
         search["best"]["l2"],
