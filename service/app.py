@@ -138,9 +138,9 @@ async def _load_active(settings: Settings, runtime: Runtime) -> None:
         log.error("could not load the active model: %s (retrying)", exc.message)
     if runtime.current is None:
         log.warning(
-            "%s holds no model %s yet: not ready until one is trained into it",
+            "%s holds no model%s yet: not ready until one is trained into it",
             runtime.repository,
-            repr(settings.model) if settings.model else "",
+            f" {settings.model!r}" if settings.model else "",
         )
 
 
