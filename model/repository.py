@@ -375,7 +375,8 @@ class ModelRepository:
             candidate._figures[self.policy.surprise_quantile] = self._new_figures(
                 current, step, after
             )
-        record = self._update_record(current, candidate, step, verdict, request.key, request.force)
+        common = self._record_fields(current, candidate, step, verdict, request.key, request.force)
+        record = self._update_record(current, step, common)
         stored = self._write(name, *record, durable=False)
         # The same figures cache: the new version's guard figures are computed once.
         loaded = replace(candidate, version=stored.version, meta=stored)
@@ -637,19 +638,11 @@ class ModelRepository:
 
     # ------------------------------------------------------------------ internals
     def _update_record(
-        self,
-        parent: LoadedModel,
-        candidate: LoadedModel,
-        step: _Step,
-        verdict: Verdict | None,
-        key: str | None,
-        forced: bool,
+        self, parent: LoadedModel, step: _Step, common: dict[str, Any]
     ) -> tuple[VersionMeta, dict[str, Any]]:
         """How an update is stored: as its minibatch, replayed on ``parent`` when loaded, or as
         a snapshot once the chain since the last one would outweigh a snapshot or grow longer
-        than ``snapshot_every``. Either way it records the guard's verdict, the client's key
-        name, the drift test's state and the new version's figures on its guard set."""
-        common = self._record_fields(parent, candidate, step, verdict, key, forced)
+        than ``snapshot_every``. Either way it records ``common`` (:meth:`_record_fields`)."""
         update_arrays = step.update_arrays()
         snapshot = step.snapshot_arrays()
         chain_length = parent.meta.chain_length + 1
@@ -688,7 +681,8 @@ class ModelRepository:
         forced: bool,
     ) -> dict[str, Any]:
         """What an update records, stored as an update or as a snapshot: its figures, the rows
-        seen so far, the guard's verdict and figures, the key's name, the drift test's state."""
+        seen so far, the guard's verdict, the client's key name, the drift test's state and the
+        new version's figures on its guard set."""
         report = step.report
         online = OnlineStats(
             report.n,
