@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import OutOfRangeError
-from .maths import Float, Index, logsumexp, mean
+from .maths import Float, Index, mean, row_cross_entropy
 from .preprocessing import Standardizer
 
 __all__ = [
@@ -251,7 +251,7 @@ def scored(estimator: Any, X: Float, y: Index) -> tuple[Float, NDArray[np.bool_]
     """Each row's cross-entropy ``(m,)`` and whether the model predicts it right ``(m,)``:
     one forward pass over checked raw rows ``X: (m, d)``."""
     Z = estimator.decision_function_checked(X)
-    losses: Float = logsumexp(Z) - Z[np.arange(y.shape[0]), y]
+    losses = row_cross_entropy(Z, y)
     correct: NDArray[np.bool_] = Z.argmax(axis=1) == y
     return losses, correct
 
@@ -261,8 +261,7 @@ def row_losses(estimator: Any, X: Float, y: Index) -> Float:
     if not X.shape[0]:
         return np.empty(0)
     Z = estimator.decision_function_checked(X)
-    losses: Float = logsumexp(Z) - Z[np.arange(y.shape[0]), y]
-    return losses
+    return row_cross_entropy(Z, y)
 
 
 def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | None:
@@ -271,7 +270,7 @@ def figures(estimator: Any, guard: GuardSet, quantile: float) -> GuardFigures | 
         return None
     state = estimator.state_
     Z = guard.standardized(estimator.standardizer_) @ state.weights + state.bias
-    losses = logsumexp(Z) - Z[np.arange(guard.rows), guard.y]
+    losses = row_cross_entropy(Z, guard.y)
     return figures_of(losses, Z.argmax(axis=1) == guard.y, quantile)
 
 

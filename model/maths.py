@@ -26,6 +26,7 @@ __all__ = [
     "mean",
     "one_hot",
     "regularized_loss",
+    "row_cross_entropy",
     "softmax",
 ]
 
@@ -94,18 +95,30 @@ def softmax(Z: Float) -> Float:
     return E
 
 
-def cross_entropy(Z: Float, y: Index, lse: Float | float | None = None) -> float:
-    """Mean cross-entropy of ``softmax(Z)`` against ``y``: the mean of ``logsumexp(Z) - Z[i, y_i]``.
+def row_cross_entropy(Z: Float, y: Index, lse: Float | float | None = None) -> Float:
+    """Each row's cross-entropy of ``softmax(Z)`` against ``y``: ``logsumexp(Z) - Z[i, y_i]``.
 
-    ``Z: (m, k)`` logits, ``y: (m,)`` class indices. ``lse: (m,)`` is ``logsumexp(Z)`` when the
-    caller has it already; for rows of log-probabilities it is ``0.0``.
+    ``Z: (m, k)`` logits, ``y: (m,)`` class indices -> ``(m,)``. ``lse: (m,)`` is
+    ``logsumexp(Z)`` when the caller has it already; for rows of log-probabilities it is ``0.0``.
+
+    >>> row_cross_entropy(np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([1, 0]))
+    array([0.69314718, 0.69314718])
+    """
+    if lse is None:
+        lse = logsumexp(Z)
+    losses: Float = lse - Z[np.arange(y.shape[0]), y]
+    return losses
+
+
+def cross_entropy(Z: Float, y: Index, lse: Float | float | None = None) -> float:
+    """Mean cross-entropy of ``softmax(Z)`` against ``y``: the mean of :func:`row_cross_entropy`.
+
+    ``Z: (m, k)`` logits, ``y: (m,)`` class indices, ``lse`` as for :func:`row_cross_entropy`.
 
     >>> cross_entropy(np.array([[0.0, 0.0]]), np.array([1]))
     0.6931471805599453
     """
-    if lse is None:
-        lse = logsumexp(Z)
-    return mean(lse - Z[np.arange(y.shape[0]), y])
+    return mean(row_cross_entropy(Z, y, lse))
 
 
 def mean(values: Float) -> float:

@@ -142,19 +142,7 @@ def classification_report(
     >>> report["per_class"]["a"]
     {'precision': 0.5, 'recall': 1.0, 'f1': 0.6666666666666666, 'support': 1}
     """
-    if isinstance(classes, str):
-        raise InvalidParameterError(
-            f"classes must be a sequence of class names, got the string {classes!r}",
-            field="classes",
-        )
-    names = [str(name) for name in np.asarray(classes).ravel().tolist()]
-    if not names:
-        raise EmptyInputError("classes is empty; expected at least one class name", field="classes")
-    if len(set(names)) != len(names):
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        raise InvalidParameterError(
-            f"classes must be distinct as strings, got duplicates {duplicates}", field="classes"
-        )
+    names = _class_names(classes)
     truth, predicted = _label_pair(y_true, y_pred)
     probabilities = _probabilities(proba, truth.shape[0])
     n_classes = len(names)
@@ -186,6 +174,24 @@ def classification_report(
 
 
 # --- validation (public entry points only) --------------------------------------------------
+
+
+def _class_names(classes: Sequence[str | int] | NDArray[Any]) -> list[str]:
+    """``classes`` as the distinct, non-empty list of strings ``per_class`` is keyed by."""
+    if isinstance(classes, str):
+        raise InvalidParameterError(
+            f"classes must be a sequence of class names, got the string {classes!r}",
+            field="classes",
+        )
+    names = [str(name) for name in np.asarray(classes).ravel().tolist()]
+    if not names:
+        raise EmptyInputError("classes is empty; expected at least one class name", field="classes")
+    if len(set(names)) != len(names):
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidParameterError(
+            f"classes must be distinct as strings, got duplicates {duplicates}", field="classes"
+        )
+    return names
 
 
 def _labels(values: ArrayLike, name: str) -> NDArray[np.int64]:

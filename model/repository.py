@@ -134,6 +134,19 @@ class _Step:
             int(self.y.shape[0]), float(losses.mean()), float(correct.mean()), float(after.mean())
         )
 
+    def update_arrays(self) -> dict[str, NDArray[Any]]:
+        """This step stored as an update (replayed on its parent when loaded): the rows
+        trained on, and the rows held out for the guard set if any."""
+        arrays: dict[str, NDArray[Any]] = {"X": self.train_X, "y": self.train_y.astype(np.int64)}
+        if self.held.any():
+            arrays["holdout_X"] = self.X[self.held]
+            arrays["holdout_y"] = self.y[self.held].astype(np.int64)
+        return arrays
+
+    def snapshot_arrays(self) -> dict[str, NDArray[Any]]:
+        """This step stored as a snapshot: the updated estimator and its guard set."""
+        return {**self.updated.to_arrays(), **guard_arrays(self.guard)}
+
 
 @dataclass(frozen=True, eq=False)
 class _UpdateRequest:
@@ -362,7 +375,8 @@ class ModelRepository:
             candidate._figures[self.policy.surprise_quantile] = self._new_figures(
                 current, step, after
             )
-        record = self._update_record(current, candidate, step, verdict, request.key, request.force)
+        common = self._record_fields(current, candidate, step, verdict, request.key, request.force)
+        record = self._update_record(current, step, common)
         stored = self._write(name, *record, durable=False)
         # The same figures cache: the new version's guard figures are computed once.
         loaded = replace(candidate, version=stored.version, meta=stored)
@@ -624,48 +638,13 @@ class ModelRepository:
 
     # ------------------------------------------------------------------ internals
     def _update_record(
-        self,
-        parent: LoadedModel,
-        candidate: LoadedModel,
-        step: _Step,
-        verdict: Verdict | None,
-        key: str | None,
-        forced: bool,
+        self, parent: LoadedModel, step: _Step, common: dict[str, Any]
     ) -> tuple[VersionMeta, dict[str, Any]]:
         """How an update is stored: as its minibatch, replayed on ``parent`` when loaded, or as
         a snapshot once the chain since the last one would outweigh a snapshot or grow longer
-        than ``snapshot_every``. Either way it records the guard's verdict, the client's key
-        name, the drift test's state and the new version's figures on its guard set."""
-        report = step.report
-        online = OnlineStats(
-            report.n,
-            step.learning_rate,
-            step.passes,
-            report.loss_before,
-            report.accuracy_before,
-            report.loss_after,
-            momentum=self.online_momentum,
-        )
-        drift = DriftState.from_json(
-            parent.meta.drift, delta=self.drift.delta, threshold=self.drift.threshold
-        ).observe(report.loss_before)
-        common: dict[str, Any] = {
-            "online": online,
-            "rows_seen": parent.meta.rows_seen + int(step.y.shape[0]),
-            "guard_capacity": self.guard_online_rows,
-            # With the guard off, no figures either: that is all the guard costs an update.
-            "guard": self._figures_json(candidate) if self.policy.mode != "off" else None,
-            "verdict": {**verdict.to_json(), "mode": self.policy.mode, "forced": forced}
-            if verdict is not None
-            else None,
-            "key": key,
-            "drift": drift.to_json(),
-        }
-        update_arrays = {"X": step.train_X, "y": step.train_y.astype(np.int64)}
-        if step.held.any():
-            update_arrays["holdout_X"] = step.X[step.held]
-            update_arrays["holdout_y"] = step.y[step.held].astype(np.int64)
-        snapshot = {**step.updated.to_arrays(), **guard_arrays(step.guard)}
+        than ``snapshot_every``. Either way it records ``common`` (:meth:`_record_fields`)."""
+        update_arrays = step.update_arrays()
+        snapshot = step.snapshot_arrays()
         chain_length = parent.meta.chain_length + 1
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
         snapshot_cost = arrays_nbytes(snapshot) + SNAPSHOT_SYNC_BYTES
@@ -691,6 +670,44 @@ class ModelRepository:
             **common,
         )
         return meta, update_arrays
+
+    def _record_fields(
+        self,
+        parent: LoadedModel,
+        candidate: LoadedModel,
+        step: _Step,
+        verdict: Verdict | None,
+        key: str | None,
+        forced: bool,
+    ) -> dict[str, Any]:
+        """What an update records, stored as an update or as a snapshot: its figures, the rows
+        seen so far, the guard's verdict, the client's key name, the drift test's state and the
+        new version's figures on its guard set."""
+        report = step.report
+        online = OnlineStats(
+            report.n,
+            step.learning_rate,
+            step.passes,
+            report.loss_before,
+            report.accuracy_before,
+            report.loss_after,
+            momentum=self.online_momentum,
+        )
+        drift = DriftState.from_json(
+            parent.meta.drift, delta=self.drift.delta, threshold=self.drift.threshold
+        ).observe(report.loss_before)
+        return {
+            "online": online,
+            "rows_seen": parent.meta.rows_seen + int(step.y.shape[0]),
+            "guard_capacity": self.guard_online_rows,
+            # With the guard off, no figures either: that is all the guard costs an update.
+            "guard": self._figures_json(candidate) if self.policy.mode != "off" else None,
+            "verdict": {**verdict.to_json(), "mode": self.policy.mode, "forced": forced}
+            if verdict is not None
+            else None,
+            "key": key,
+            "drift": drift.to_json(),
+        }
 
     def _figures_json(self, loaded: LoadedModel) -> dict[str, Any] | None:
         found = loaded.guard_figures(self.policy.surprise_quantile)

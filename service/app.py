@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -56,50 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access = Access.build(keyring, app_metrics.registry)
     if isinstance(repository.store, LocalArtifactStore):
         repository.store.on_sync = app_metrics.store_syncs.inc
-
-    def publish(loaded: LoadedModel) -> None:
-        app_metrics.active_version.set(loaded.version)
-        guard = loaded.meta.guard
-        if guard is None:  # a version from before 0.2: figures from its guard set, if any
-            found = loaded.guard_figures(settings.guard_surprise_quantile)
-            guard = found.to_json() if found is not None else None
-        app_metrics.set_version_health(guard, loaded.meta.drift)
-
-    runtime.on_swap(publish)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not keyring:
-            log.warning(
-                "no API key configured (SOFTMAX_API_KEY): /train and /models/{version}/activate "
-                "are open to anyone who can reach this port"
-            )
-        else:
-            log.info("API keys: %s", keyring.describe())
-        if access.limiter and settings.workers > 1:
-            log.info(
-                "rate limits are kept per worker process: with %d workers a key may reach %d "
-                "times its configured rate",
-                settings.workers,
-                settings.workers,
-            )
-        runtime.resolve_name()  # several models and no --model: refuse to start
-        try:
-            await run_in_threadpool(runtime.refresh)
-        except ModelError as exc:
-            log.error("could not load the active model: %s (retrying)", exc.message)
-        if runtime.current is None:
-            log.warning(
-                "%s holds no model %s yet: not ready until one is trained into it",
-                repository,
-                repr(settings.model) if settings.model else "",
-            )
-        runtime.start_polling(settings.reload_interval)
-        try:
-            yield
-        finally:
-            runtime.stop_polling()
-            app_metrics.process_exit()
+    runtime.on_swap(_publisher(app_metrics, settings.guard_surprise_quantile))
+    state = AppState(settings, runtime, app_metrics, access)
 
     # FastAPIOffline: FastAPI with /docs and /redoc served from assets shipped in that package
     # (Swagger UI, ReDoc), so the docs work where the service has no internet access.
@@ -107,21 +65,92 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="softmax-serve",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(state),
         # Our metrics are Prometheus (service/metrics.py); FastAPI's OpenTelemetry hooks would
         # only cost a provider check per request (~5% of a 1-row prediction).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.softmax = AppState(settings, runtime, app_metrics, access)
+    app.state.softmax = state
     install_error_handlers(app)
+    _install_routes(app, settings)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    return app
+
+
+def _publisher(app_metrics: Metrics, surprise_quantile: float) -> Callable[[LoadedModel], None]:
+    """What the runtime calls on each swap: the new version and its health into the metrics."""
+
+    def publish(loaded: LoadedModel) -> None:
+        app_metrics.active_version.set(loaded.version)
+        guard = loaded.meta.guard
+        if guard is None:  # a version from before 0.2: figures from its guard set, if any
+            found = loaded.guard_figures(surprise_quantile)
+            guard = found.to_json() if found is not None else None
+        app_metrics.set_version_health(guard, loaded.meta.drift)
+
+    return publish
+
+
+def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up (say how access is set up, load the active model, poll the store) and
+    shutdown."""
+    runtime = state.runtime
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _log_access(state.settings, state.access)
+        runtime.resolve_name()  # several models and no --model: refuse to start
+        await _load_active(state.settings, runtime)
+        runtime.start_polling(state.settings.reload_interval)
+        try:
+            yield
+        finally:
+            runtime.stop_polling()
+            state.metrics.process_exit()
+
+    return lifespan
+
+
+def _log_access(settings: Settings, access: Access) -> None:
+    """Say once who may call /train, and that rate limits are per worker process."""
+    if not access.keyring:
+        log.warning(
+            "no API key configured (SOFTMAX_API_KEY): /train and /models/{version}/activate "
+            "are open to anyone who can reach this port"
+        )
+    else:
+        log.info("API keys: %s", access.keyring.describe())
+    if access.limiter and settings.workers > 1:
+        log.info(
+            "rate limits are kept per worker process: with %d workers a key may reach %d "
+            "times its configured rate",
+            settings.workers,
+            settings.workers,
+        )
+
+
+async def _load_active(settings: Settings, runtime: Runtime) -> None:
+    """Load the active model if there is one; an empty store starts unready, said once."""
+    try:
+        await run_in_threadpool(runtime.refresh)
+    except ModelError as exc:
+        log.error("could not load the active model: %s (retrying)", exc.message)
+    if runtime.current is None:
+        log.warning(
+            "%s holds no model%s yet: not ready until one is trained into it",
+            runtime.repository,
+            f" {settings.model!r}" if settings.model else "",
+        )
+
+
+def _install_routes(app: FastAPI, settings: Settings) -> None:
+    """The routes, /predict first in line: it is the hot path."""
     limits = Limits(settings.max_rows, settings.max_learning_rate, settings.max_passes)
-    predict.install(app, limits)  # first in line: the hot path
+    predict.install(app, limits)
     if settings.predict_requires_key:  # else nothing is installed: the hot path pays nothing
         close_route(app, "/predict", "predict")
     train.install(app, limits)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app_metrics)
-    return app

@@ -34,11 +34,17 @@ class Metrics:
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(_MULTIPROC_ENV))
         self.registry = CollectorRegistry()
+        # Registered in this order (the exposition's): traffic, updates, the version's health.
+        self._register_traffic()
+        self._register_updates()
+        self._register_version_health()
+
+    def _gauge(self, name: str, doc: str, mode: _GaugeMode) -> Gauge:
+        return Gauge(name, doc, registry=self.registry, multiprocess_mode=mode)
+
+    def _register_traffic(self) -> None:
+        """HTTP requests and their latency by route and status; rows answered by /predict."""
         r = self.registry
-
-        def gauge(name: str, doc: str, mode: _GaugeMode) -> Gauge:
-            return Gauge(name, doc, registry=r, multiprocess_mode=mode)
-
         self.requests = Counter(
             "softmax_http_requests_total",
             "HTTP requests by route and status",
@@ -55,6 +61,11 @@ class Metrics:
         self.rows_predicted = Counter(
             "softmax_rows_predicted_total", "rows answered by /predict", registry=r
         )
+
+    def _register_updates(self) -> None:
+        """Online updates: applied, refused, synced; the active version; the prequential window."""
+        r = self.registry
+        gauge = self._gauge
         self.updates_applied = Counter(
             "softmax_updates_applied_total", "online updates made durable by /train", registry=r
         )
@@ -92,6 +103,9 @@ class Metrics:
             "livemostrecent",
         )
 
+    def _register_version_health(self) -> None:
+        """The active version's guard-set figures and drift state."""
+        gauge = self._gauge
         self.guard_accuracy = gauge(
             "softmax_guard_accuracy",
             "accuracy of the active version on its guard set (held-out labels the online "

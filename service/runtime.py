@@ -60,6 +60,8 @@ class Scores:
 
     def predictions(self) -> NDArray[Any]:
         """The most probable class of each row."""
+        # The estimator's array, not LoadedModel.classes (a list of Python scalars): an array
+        # picks every row's label in one fancy index, and the route calls .tolist() on it.
         classes = self.loaded.estimator.classes_
         labels: NDArray[Any] = classes[self.probabilities.argmax(axis=1)]
         return labels

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from model.errors import ModelError, UpdateRejectedError
 
@@ -77,10 +78,7 @@ def install(app: FastAPI, limits: Limits) -> None:
                 )
             )
         except (ModelError, ApiError) as exc:
-            reason = exc.code
-            if isinstance(exc, UpdateRejectedError):  # which signal refused it
-                reason = f"{exc.code}:{exc.details.get('reason')}"
-            state.metrics.updates_rejected.labels(reason).inc()
+            _count_refusal(state, exc)
             raise
         report = result.report
         state.metrics.updates_applied.inc()
@@ -96,11 +94,29 @@ def install(app: FastAPI, limits: Limits) -> None:
         }
         return Response(orjson.dumps(answer), media_type="application/json")
 
+    _register(app, guard_train(train), contract)
+    _behind_predict(app.router.routes)
+
+
+def _count_refusal(state: AppState, exc: ModelError | ApiError) -> None:
+    """A refused /train, counted by error type (and, for the guard, by the signal)."""
+    reason = exc.code
+    if isinstance(exc, UpdateRejectedError):  # which signal refused it
+        reason = f"{exc.code}:{exc.details.get('reason')}"
+    state.metrics.updates_rejected.labels(reason).inc()
+
+
+def _register(
+    app: FastAPI,
+    endpoint: Callable[[Request], Awaitable[Response]],
+    contract: Contract[TrainRequest],
+) -> None:
+    """``POST /train`` as a raw route, documented from ``contract``."""
     # A RawRoute runs no dependencies: guard_train does what Authorized does, in the route;
     # Authorized is declared for the OpenAPI document (the bearer scheme).
     app.router.add_api_route(
         "/train",
-        guard_train(train),
+        endpoint,
         methods=["POST"],
         name="train",
         tags=["train"],
@@ -113,8 +129,11 @@ def install(app: FastAPI, limits: Limits) -> None:
         openapi_extra=contract.openapi(),
         route_class_override=RawRoute,
     )
+
+
+def _behind_predict(routes: list[BaseRoute]) -> None:
+    """Move the route just added right behind ``/predict`` (first if there is none)."""
     # Routes match in order. Ahead of the docs routes FastAPI added (5 fewer path matches per
     # request); they are not in the OpenAPI document, so its order of paths stays the same.
-    routes = app.router.routes
     ahead = [i for i, route in enumerate(routes) if getattr(route, "path", None) == "/predict"]
     routes.insert(ahead[0] + 1 if ahead else 0, routes.pop())
