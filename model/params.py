@@ -167,7 +167,7 @@ HYPER_PARAMETERS: tuple[HyperParameter, ...] = (
     ),
     HyperParameter(
         "patience",
-        5,
+        10,
         int,
         "early stopping: epochs without a validation gain of tol (linear schedule: then the "
         "rate anneals to its end over a few epochs before stopping)",

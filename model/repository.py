@@ -243,8 +243,11 @@ class ModelRepository:
         keep: bool = False,
         guard: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
         guard_rows: int = 2000,
+        activate: bool = True,
     ) -> LoadedModel:
-        """Store a trained estimator as a new (active) offline snapshot version.
+        """Store a trained estimator as a new offline snapshot version, active unless
+        ``activate=False`` (then the active version stays; activate it later with
+        :meth:`activate`). The first version of a model is always active.
 
         ``guard=(X, y)``: held-out labelled rows the estimator was not trained on (the
         validation split), kept as the version's guard set: the first ``guard_rows`` of them,
@@ -264,7 +267,12 @@ class ModelRepository:
                 guard_offline_rows=guard_set.offline if guard_set else 0,
                 guard=self._figures_json(loaded),
             )
-            stored = self._write(name, meta, {**arrays, **guard_arrays(guard_set)})
+            stored = self._write(
+                name,
+                meta,
+                {**arrays, **guard_arrays(guard_set)},
+                activate=activate or meta.parent is None,
+            )
             if keep:
                 self.store.set_kept(name, stored.version, True)
             self._prune_after_commit(name)
@@ -398,7 +406,7 @@ class ModelRepository:
             updated, trained = estimator.updated(
                 train_X,
                 train_y,
-                learning_rate=learning_rate,
+                learning_rate=learning_rate or estimator.online_rate,
                 passes=passes,
                 momentum=self.online_momentum,
             )
@@ -437,7 +445,7 @@ class ModelRepository:
         batch_losses = step.before[0]
         estimator = current.estimator
         moved = relative_step(estimator.state_.weights, step.updated.state_.weights)
-        own_rate = estimator.sgd_settings.rate(estimator.state_.step)
+        own_rate = estimator.online_rate
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
         if not verdict.accepted:
@@ -619,7 +627,7 @@ class ModelRepository:
             updated, _ = updated.updated(
                 X,
                 y,
-                learning_rate=online.learning_rate,
+                learning_rate=online.learning_rate or updated.online_rate,
                 passes=online.passes,
                 momentum=online.momentum,
             )
@@ -728,9 +736,17 @@ class ModelRepository:
         return GuardSet(X[:keep], y[:keep], offline=min(keep, X.shape[0]))
 
     def _write(
-        self, name: str, meta: VersionMeta, arrays: dict[str, Any], *, durable: bool = True
+        self,
+        name: str,
+        meta: VersionMeta,
+        arrays: dict[str, Any],
+        *,
+        durable: bool = True,
+        activate: bool = True,
     ) -> VersionMeta:
-        stored = self.store.write(name, Record(meta.to_json(), arrays), durable=durable)
+        stored = self.store.write(
+            name, Record(meta.to_json(), arrays), durable=durable, activate=activate
+        )
         # What the store filled in; the rest is ``meta`` (a JSON round trip gives it back).
         return replace(
             meta,

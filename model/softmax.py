@@ -118,7 +118,7 @@ class SoftmaxRegression:
         l2: float | str = "auto",
         batch_size: int | str = "auto",
         epochs: int | str = "auto",
-        patience: int = 5,
+        patience: int = 10,
         tol: float = 1e-4,
         seed: int = 0,
         standardize: bool = True,

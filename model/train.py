@@ -33,14 +33,17 @@ from .validation import check_labels
 
 __all__ = ["build_parser", "main"]
 
-SEARCH_LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
-SEARCH_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
+# --search: L2 penalties as multiples of 1 / training rows (the "auto" one is 1), each trained
+# at the learning rate the probe chose once: a few fits, not a grid of learning rates.
+SEARCH_L2_FACTORS = (0.1, 1.0, 10.0, 100.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m model.train",
-        description="Train a softmax-regression model and store it as a new version.",
+        description="Train a softmax-regression model and store it as a new version. "
+        "Settings left at 'auto' are chosen from the data (see the README's training section).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data", help="CSV (header row), .npz with X and y, or builtin:digits|iris")
     p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
@@ -48,10 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="rows held out for early stopping"
+    )
+    p.add_argument("--test-fraction", type=float, default=0.2, help="rows held out for the report")
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validation")
-    p.add_argument("--search", action="store_true", help="grid-search learning rate and L2")
+    p.add_argument(
+        "--search",
+        action="store_true",
+        help="choose L2 among (0.1, 1, 10, 100) / training rows by validation log-loss",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train and report, but write nothing (the store is not touched)",
+    )
+    p.add_argument(
+        "--no-activate",
+        dest="activate",
+        action="store_false",
+        help="write the new version without making it active (activate it later: "
+        "POST /models/{version}/activate or python -m model.activate)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write an HTML page with training curves, confusion matrix, reliability "
+        "diagram and per-class scores into DIR (needs: pip install 'softmax-serve[report]')",
+    )
     p.add_argument("--keep", action="store_true", help="exempt the new version from retention")
     p.add_argument(
         "--keep-last",
@@ -64,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2000,
         help="validation rows kept with the model as its guard set, which judges online "
-        "updates (0: none; default %(default)s)",
+        "updates (0: none)",
     )
     p.add_argument(
         "--if-store-empty", action="store_true", help="do nothing if the store has any model"
@@ -145,20 +173,48 @@ def _fit(
 
 
 def _search(args: argparse.Namespace, data: Dataset, train: Index, val: Index) -> dict[str, Any]:
-    """Log-scale grid over learning rate and L2; the best by validation log-loss."""
+    """L2 penalties around the "auto" one, each a fit at the probe's learning rate (chosen
+    once); the best by validation log-loss."""
     if not val.size:
         raise ModelError("--search needs a validation split (--val-fraction > 0)")
+    validation = (data.X[val], data.y[val])
+    rate = (
+        _estimator(args)
+        .initialize(data.X[train], data.y[train], validation=validation)
+        .resolved_params()["learning_rate"]
+    )
     results = []
-    for lr in SEARCH_LEARNING_RATES:
-        for l2 in SEARCH_L2:
-            est = _fit(_estimator(args, learning_rate=lr, l2=l2), data, train, val)
-            try:
-                loss = est.log_loss(data.X[val], data.y[val])
-            except ModelError:
-                loss = float("inf")
-            results.append({"learning_rate": lr, "l2": l2, "val_log_loss": loss})
+    for factor in SEARCH_L2_FACTORS:
+        l2 = factor / train.size
+        est = _fit(_estimator(args, learning_rate=rate, l2=l2), data, train, val)
+        try:
+            loss = est.log_loss(*validation)
+        except ModelError:
+            loss = float("inf")
+        results.append({"learning_rate": rate, "l2": l2, "val_log_loss": loss})
     best = min(results, key=lambda r: r["val_log_loss"])
     return {"grid": results, "best": best}
+
+
+def how_it_ended(estimator: SoftmaxRegression) -> str | None:
+    """A sentence when training did not simply run its epochs: it stopped early, or it hit the
+    epoch limit while the validation loss was still improving."""
+    ran, best, limit = (
+        estimator.n_epochs_run_,
+        estimator.best_epoch_,
+        estimator.resolved_params()["epochs"],
+    )
+    if estimator.stop_reason_ == "plateau":
+        return (
+            f"stopped early after epoch {ran} of {limit}: the validation loss had not improved "
+            f"for {estimator.resolved_params()['patience']} epochs (best epoch {best})"
+        )
+    if best is not None and best >= ran - 1 and ran == limit:
+        return (
+            f"reached the epoch limit ({limit}) with the validation loss still improving "
+            f"(best epoch {best}): more --epochs may help"
+        )
+    return None
 
 
 def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int) -> dict[str, Any]:

@@ -40,7 +40,6 @@ DEFAULTS = STORED_DEFAULTS | {
     "l2": "auto",
     "batch_size": "auto",
     "epochs": "auto",
-    "patience": 5,
     "online_learning_rate": "auto",
 }
 
