@@ -18,14 +18,14 @@ The rules (``n`` training rows):
 * ``learning_rate``: a short probe, as the lecture notes advise: from zero weights, each rate of
   a log-scale grid (10^-3 .. 10, a factor of sqrt(10) apart) takes :data:`PROBE_STEPS` steps on
   a seeded subsample of at most :data:`PROBE_ROWS` rows; the rate whose model has the lowest
-  log-loss on held-out rows (the validation rows, or training rows outside the subsample) wins,
-  and half of it is used (the probe's winner reaches furthest in a few steps, not always
-  the most stable rate for a whole run).
+  log-loss on held-out rows (the validation rows, or training rows outside the subsample) wins.
   Judging on held-out rows, not on the subsample, keeps a rate that only memorizes the
   subsample (many features, few rows) from winning;
-* ``online_learning_rate``: the probe's rate, for single online minibatches without momentum
-  (the service's default): a step whose size does not depend on the offline run's momentum
-  or on where its schedule ended. An estimator built from settings stored before 0.4, which
+* ``online_learning_rate``: for single online minibatches, plain SGD (the service's default):
+  the learning rate, but at most ``1 / (1 + mean ||x||^2)`` over standardized rows. A step of
+  rate ``eta`` on one row moves that row's logits by ``eta (1 + ||x||^2)`` times its residual
+  ``p - y``; below the bound, one row's update cannot overshoot its own target, whatever the
+  offline run's momentum or where its schedule ended. An estimator built from settings stored before 0.4, which
   have no such entry, keeps using its schedule's current rate (as it always did).
 """
 
@@ -50,7 +50,7 @@ PROBE_HOLDOUT = 1000
 PROBE_STEPS = 100
 SAMPLE_ROWS = PROBE_ROWS + PROBE_HOLDOUT
 PROBE_RATES = tuple(10.0 ** (k / 2) for k in range(-6, 3))
-PROBE_SAFETY = 0.5  # the rate used, as a fraction of the probe's best
+PROBE_SAFETY = 1.0  # the rate used, as a fraction of the probe's best
 FALLBACK_RATE = 0.05  # too few rows to probe (fewer than MIN_PROBE_ROWS)
 MIN_PROBE_ROWS = 20
 
@@ -85,7 +85,9 @@ def resolve(
     if out["learning_rate"] == AUTO:
         out["learning_rate"] = probe_learning_rate(out, Xs, y, n_classes, validation)
     if out["online_learning_rate"] == AUTO:
-        out["online_learning_rate"] = out["learning_rate"]
+        # 1 + ||x||^2 is what one row's logits move per unit of step and of residual.
+        reach = 1.0 + float(np.einsum("ij,ij->i", Xs, Xs).mean())
+        out["online_learning_rate"] = min(float(out["learning_rate"]), 1.0 / reach)
     return out
 
 

@@ -406,7 +406,7 @@ class ModelRepository:
             updated, trained = estimator.updated(
                 train_X,
                 train_y,
-                learning_rate=learning_rate or estimator.online_rate,
+                learning_rate=estimator.online_rate if learning_rate is None else learning_rate,
                 passes=passes,
                 momentum=self.online_momentum,
             )
@@ -627,7 +627,9 @@ class ModelRepository:
             updated, _ = updated.updated(
                 X,
                 y,
-                learning_rate=online.learning_rate or updated.online_rate,
+                learning_rate=(
+                    updated.online_rate if online.learning_rate is None else online.learning_rate
+                ),
                 passes=online.passes,
                 momentum=online.momentum,
             )

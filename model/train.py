@@ -25,6 +25,7 @@ from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
 from .params import HYPER_PARAMETERS
+from .report import require_matplotlib, write_report
 from .repository import ModelRepository
 from .softmax import EpochRecord, SoftmaxRegression
 from .splits import fingerprint, stratified_kfold, train_val_test_split
@@ -238,20 +239,30 @@ def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int
     }
 
 
-def _test_metrics(estimator: SoftmaxRegression, data: Dataset, test: Index) -> dict[str, Any]:
-    """The classification report on the held-out test rows (empty without any)."""
+def _test_metrics(
+    estimator: SoftmaxRegression, data: Dataset, test: Index
+) -> tuple[dict[str, Any], Any]:
+    """The classification report on the held-out test rows (empty without any), and their
+    probabilities."""
     if not test.size:
-        return {}
+        return {}, None
     y_test = check_labels(data.y[test], estimator.classes_)
     proba = estimator.predict_proba(data.X[test])
-    return classification_report(
+    report = classification_report(
         y_test, proba.argmax(axis=1), proba, [c.item() for c in estimator.classes_]
     )
+    return report, proba
 
 
 def _summary(args: argparse.Namespace, report: dict[str, Any]) -> str:
     """The report as the few lines a person reads."""
-    lines = [f"model {report['model']} version {report['version']} written to {args.store}"]
+    if report["version"] is None:
+        lines = [f"model {report['model']}: dry run, nothing written"]
+    else:
+        active = "" if report["active"] else " (not active: activate it when ready)"
+        lines = [
+            f"model {report['model']} version {report['version']} written to {args.store}{active}"
+        ]
     if report["test_accuracy"] is not None:
         lines.append(
             f"test accuracy {report['test_accuracy']:.4f}, "
@@ -266,16 +277,19 @@ def _summary(args: argparse.Namespace, report: dict[str, Any]) -> str:
         best = report["search"]["best"]
         lines.append(f"search: best learning rate {best['learning_rate']}, l2 {best['l2']}")
     lines.append(f"epochs run {report['epochs_run']}, {report['seconds']} s")
+    if report["stopped"]:
+        lines.append(report["stopped"])
+    if "report" in report:
+        lines.append(f"report: {report['report']}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | None:
     started = time.perf_counter()
-    store = LocalArtifactStore(args.store)
-    if args.if_store_empty and store.models():
-        print(
-            f"store {args.store} already holds {', '.join(store.models())}; not training", file=out
-        )
+    if args.report:
+        require_matplotlib()  # a missing extra fails now, not after training
+    if args.if_store_empty and not args.dry_run and (models := _stored_models(args.store)):
+        print(f"store {args.store} already holds {', '.join(models)}; not training", file=out)
         return None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     data = load_dataset(args.data, label=args.label, features=features)
@@ -287,8 +301,57 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     train, val, test = train_val_test_split(
         data.y, args.val_fraction, args.test_fraction, args.seed
     )
-    progress = not args.quiet and out.isatty()
+    if args.report and not test.size:
+        raise ModelError("--report needs test rows (--test-fraction > 0)")
     report: dict[str, Any] = {"model": name}
+    estimator = _train(args, data, (train, val), report, progress=not args.quiet and out.isatty())
+    metrics, proba = _test_metrics(estimator, data, test)
+    training = _training_record(args, data, estimator, (train, val, test), report, started)
+    version = None if args.dry_run else _save(args, name, estimator, data, val, training, metrics)
+    if args.report:
+        report["report"] = str(
+            write_report(
+                args.report,
+                history=estimator.history_,
+                y_true=check_labels(data.y[test], estimator.classes_),
+                proba=proba,
+                classes=[c.item() for c in estimator.classes_],
+                title=f"{name} version {version}" if version else f"{name} (dry run)",
+                summary=training,
+                best_epoch=estimator.best_epoch_,
+            )
+        )
+    report.update(
+        version=version,
+        active=bool(version) and args.activate,
+        test_accuracy=metrics.get("accuracy"),
+        test_log_loss=metrics.get("log_loss"),
+        per_class=metrics.get("per_class"),
+        confusion_matrix=metrics.get("confusion_matrix"),
+        epochs_run=estimator.n_epochs_run_,
+        best_epoch=estimator.best_epoch_,
+        stopped=how_it_ended(estimator),
+        settings=estimator.resolved_params(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    print(json.dumps(report) if args.json else _summary(args, report), file=out)
+    return report
+
+
+def _stored_models(store: str) -> list[str]:
+    return LocalArtifactStore(store).models() if Path(store).is_dir() else []
+
+
+def _train(
+    args: argparse.Namespace,
+    data: Dataset,
+    split: tuple[Index, Index],
+    report: dict[str, Any],
+    *,
+    progress: bool,
+) -> SoftmaxRegression:
+    """--search and --cv (into ``report``), then the fit itself; says how training ended."""
+    train, val = split
     chosen: dict[str, Any] = {}
     if args.search:
         search = _search(args, data, train, val)
@@ -297,14 +360,30 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     if args.cv:
         report["cv"] = _cross_validate(args, data, np.concatenate([train, val]), args.cv)
     estimator = _fit(
-        _estimator(args, **chosen), data, train, val, progress=progress, description=name
+        _estimator(args, **chosen), data, train, val, progress=progress, description=report["model"]
     )
-    metrics = _test_metrics(estimator, data, test)
-    training = {
+    ended = how_it_ended(estimator)
+    if ended and not args.quiet:
+        print(ended, file=sys.stderr)
+    return estimator
+
+
+def _training_record(
+    args: argparse.Namespace,
+    data: Dataset,
+    estimator: SoftmaxRegression,
+    split: tuple[Index, Index, Index],
+    report: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """What the stored version says of its training."""
+    train, val, test = split
+    return {
         "data": data.source,
         "rows": {"train": int(train.size), "validation": int(val.size), "test": int(test.size)},
         "epochs_run": estimator.n_epochs_run_,
         "best_epoch": estimator.best_epoch_,
+        "stopped": estimator.stop_reason_,
         "seconds": round(time.perf_counter() - started, 3),
         **({"search": report["search"]["best"]} if args.search else {}),
         **(
@@ -313,7 +392,18 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
             else {}
         ),
     }
-    repository = ModelRepository(store, keep_last=args.keep_last)
+
+
+def _save(
+    args: argparse.Namespace,
+    name: str,
+    estimator: SoftmaxRegression,
+    data: Dataset,
+    val: Index,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+) -> int:
+    repository = ModelRepository(LocalArtifactStore(args.store), keep_last=args.keep_last)
     saved = repository.save(
         estimator,
         name,
@@ -323,19 +413,9 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         keep=args.keep,
         guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
         guard_rows=args.guard_rows,
+        activate=args.activate,
     )
-    report.update(
-        version=saved.version,
-        test_accuracy=metrics.get("accuracy"),
-        test_log_loss=metrics.get("log_loss"),
-        per_class=metrics.get("per_class"),
-        confusion_matrix=metrics.get("confusion_matrix"),
-        epochs_run=estimator.n_epochs_run_,
-        best_epoch=estimator.best_epoch_,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    print(json.dumps(report) if args.json else _summary(args, report), file=out)
-    return report
+    return saved.version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
