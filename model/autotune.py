@@ -25,8 +25,9 @@ The rules (``n`` training rows):
   the learning rate, but at most ``1 / (1 + mean ||x||^2)`` over standardized rows. A step of
   rate ``eta`` on one row moves that row's logits by ``eta (1 + ||x||^2)`` times its residual
   ``p - y``; below the bound, one row's update cannot overshoot its own target, whatever the
-  offline run's momentum or where its schedule ended. An estimator built from settings stored before 0.4, which
-  have no such entry, keeps using its schedule's current rate (as it always did).
+  offline run's momentum or where its schedule ended. An estimator built from settings
+  stored before 0.4, which have no such entry, keeps using its schedule's current rate (as it
+  always did).
 """
 
 from __future__ import annotations

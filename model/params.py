@@ -183,7 +183,8 @@ HYPER_PARAMETERS: tuple[HyperParameter, ...] = (
         "auto",
         float,
         "default step size of a service's online update (/train: single minibatches, plain "
-        "SGD unless the service carries momentum; auto: the probe's rate)",
+        "SGD unless the service carries momentum; auto: the learning rate, at most "
+        "1 / (1 + mean squared norm of a standardized row))",
         low=0,
         closed="neither",
         auto=True,

@@ -11,12 +11,13 @@ from .maths import Float
 __all__ = ["Standardizer"]
 
 _FLOAT64 = np.dtype(np.float64)
-_BLOCK_ROWS = 65536
+_BLOCK_CELLS = 1 << 18  # 2 MiB of float64 per temporary
 
 
 def _blocks(X: Float) -> list[Float]:
-    """``X`` as views of at most :data:`_BLOCK_ROWS` rows each."""
-    return [X[start : start + _BLOCK_ROWS] for start in range(0, max(X.shape[0], 1), _BLOCK_ROWS)]
+    """``X`` as views of a few thousand rows each (about :data:`_BLOCK_CELLS` cells)."""
+    rows = max(256, _BLOCK_CELLS // max(X.shape[1], 1))
+    return [X[start : start + rows] for start in range(0, max(X.shape[0], 1), rows)]
 
 
 @dataclass(frozen=True)
