@@ -363,7 +363,7 @@ def _train(
         _estimator(args, **chosen), data, train, val, progress=progress, description=report["model"]
     )
     ended = how_it_ended(estimator)
-    if ended and not args.quiet:
+    if ended and args.json and not args.quiet:  # else the summary says it
         print(ended, file=sys.stderr)
     return estimator
 
