@@ -92,10 +92,44 @@ def write_report(
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
+    images = _save_figures(
+        charts, folder, history, best_epoch, confusion, binned, precision, recall, names
+    )
+    if not has_validation:
+        (folder / "accuracy.png").unlink(missing_ok=True)  # left by an earlier report
+
+    page = _page(
+        title=title,
+        summary=summary or {},
+        history=history,
+        best_epoch=best_epoch,
+        metrics=metrics,
+        names=names,
+        binned=binned,
+        images=images,
+        has_validation=has_validation,
+    )
+    index = folder / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _save_figures(
+    charts: ModuleType,
+    folder: Path,
+    history: Sequence[EpochRecord],
+    best_epoch: int | None,
+    confusion: NDArray[np.int64],
+    binned: Calibration,
+    precision: NDArray[np.float64],
+    recall: NDArray[np.float64],
+    names: list[str],
+) -> dict[str, str]:
+    """Each figure as a PNG in ``folder``; returns each file's ``<img>`` tag by name."""
     figures: list[tuple[str, Figure, str]] = [
         ("loss.png", charts.loss_figure(history, best_epoch), "Log-loss per epoch"),
     ]
-    if has_validation:
+    if any(record.val_loss is not None for record in history):
         figures.append(
             (
                 "accuracy.png",
@@ -119,23 +153,7 @@ def write_report(
         images[file_name] = (
             f'<img src="{file_name}" width="{width}" height="{height}" alt="{html.escape(alt)}">'
         )
-    if not has_validation:
-        (folder / "accuracy.png").unlink(missing_ok=True)  # left by an earlier report
-
-    page = _page(
-        title=title,
-        summary=summary or {},
-        history=history,
-        best_epoch=best_epoch,
-        metrics=metrics,
-        names=names,
-        binned=binned,
-        images=images,
-        has_validation=has_validation,
-    )
-    index = folder / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return images
 
 
 def _charts() -> ModuleType:
@@ -151,6 +169,61 @@ def _charts() -> ModuleType:
 
 
 # --- the page ------------------------------------------------------------------------------
+
+
+def _test_sections(
+    metrics: dict[str, Any], names: list[str], binned: Calibration, images: dict[str, str]
+) -> list[str]:
+    """The sections on the test rows: confusion, precision and recall, calibration."""
+    return [
+        "<h2>Test rows: confusion matrix</h2>",
+        _figure(images["confusion.png"], _CONFUSION_CAPTION),
+        '<div class="scroll">',
+        _table(
+            ["true \\ predicted", *names],
+            ([name, *row] for name, row in zip(names, metrics["confusion_matrix"], strict=True)),
+            table_id="confusion",
+        ),
+        "</div>",
+        "<h2>Test rows: precision and recall per class</h2>",
+        _figure(images["per_class.png"], "Bars in class order; the table gives F1 and support."),
+        _table(
+            ["class", "precision", "recall", "F1", "support"],
+            (
+                [name, *(_number(scores[key]) for key in ("precision", "recall", "f1"))]
+                + [scores["support"]]
+                for name, scores in metrics["per_class"].items()
+            ),
+            table_id="per-class",
+        ),
+        "<h2>Test rows: calibration</h2>",
+        _figure(images["reliability.png"], _RELIABILITY_CAPTION),
+        f'<p>Expected calibration error: <b id="ece">{binned.expected_calibration_error:.6f}'
+        f"</b> ({binned.count.size} equal-width bins).</p>",
+        _table(
+            ["confidence bin", "rows", "mean confidence", "accuracy", "gap"],
+            _calibration_rows(binned),
+            table_id="calibration",
+        ),
+    ]
+
+
+def _history_table(history: Sequence[EpochRecord]) -> str:
+    return _table(
+        ["epoch", "training loss", "validation loss", "validation accuracy", "learning rate"],
+        (
+            [
+                record.epoch,
+                _number(record.train_loss),
+                _number(record.val_loss),
+                _number(record.val_accuracy),
+                f"{record.learning_rate:.4g}",
+            ]
+            for record in history
+        ),
+        table_id="history",
+    )
+
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -209,50 +282,9 @@ def _page(
         _table(["", "value"], _summary_rows(summary), table_id="summary"),
         "<h2>Training curves</h2>",
         *curves,
-        "<h2>Test rows: confusion matrix</h2>",
-        _figure(images["confusion.png"], _CONFUSION_CAPTION),
-        '<div class="scroll">',
-        _table(
-            ["true \\ predicted", *names],
-            ([name, *row] for name, row in zip(names, metrics["confusion_matrix"], strict=True)),
-            table_id="confusion",
-        ),
-        "</div>",
-        "<h2>Test rows: precision and recall per class</h2>",
-        _figure(images["per_class.png"], "Bars in class order; the table gives F1 and support."),
-        _table(
-            ["class", "precision", "recall", "F1", "support"],
-            (
-                [name, *(_number(scores[key]) for key in ("precision", "recall", "f1"))]
-                + [scores["support"]]
-                for name, scores in metrics["per_class"].items()
-            ),
-            table_id="per-class",
-        ),
-        "<h2>Test rows: calibration</h2>",
-        _figure(images["reliability.png"], _RELIABILITY_CAPTION),
-        f'<p>Expected calibration error: <b id="ece">{binned.expected_calibration_error:.6f}'
-        f"</b> ({binned.count.size} equal-width bins).</p>",
-        _table(
-            ["confidence bin", "rows", "mean confidence", "accuracy", "gap"],
-            _calibration_rows(binned),
-            table_id="calibration",
-        ),
+        *_test_sections(metrics, names, binned, images),
         "<h2>Per epoch</h2>",
-        _table(
-            ["epoch", "training loss", "validation loss", "validation accuracy", "learning rate"],
-            (
-                [
-                    record.epoch,
-                    _number(record.train_loss),
-                    _number(record.val_loss),
-                    _number(record.val_accuracy),
-                    f"{record.learning_rate:.4g}",
-                ]
-                for record in history
-            ),
-            table_id="history",
-        ),
+        _history_table(history),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

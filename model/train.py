@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
+    _add_run_flags(p)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """What a run does besides training: splits, evaluation, the store, output."""
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="rows held out for early stopping"
     )
@@ -100,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    return p
 
 
 def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
