@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .maths import Float, Index, cross_entropy
 from .optimizer import SGDSettings, TrainState, sgd_step
@@ -116,10 +117,11 @@ def probe_learning_rate(
         learning_rate=1.0, momentum=float(params["momentum"]), l2=float(params["l2"])
     )
     best = (math.inf, FALLBACK_RATE)
-    for rate in PROBE_RATES:
-        loss = _probe_loss(settings, rate, X_probe, y_probe, batch, n_classes, validation, rng)
-        if loss < best[0]:
-            best = (loss, rate)
+    with threadpool_limits(limits=1, user_api="blas"):  # small products (see softmax.fit)
+        for rate in PROBE_RATES:
+            loss = _probe_loss(settings, rate, X_probe, y_probe, batch, n_classes, validation, rng)
+            if loss < best[0]:
+                best = (loss, rate)
     return best[1] * PROBE_SAFETY
 
 
