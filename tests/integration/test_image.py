@@ -3,8 +3,9 @@
 Everything here starts real containers on the host network (127.0.0.1 only) with Debian's
 podman and runc; see :mod:`tests.integration.podman` for the settings this machine class
 needs and for the base image. The module is skipped, with one line saying what is missing
-and how to get it, where podman or runc is absent or the user is not root;
-``IMAGE_TEST_REQUIRED=1`` (set by ``make image-test``) turns that skip into an error.
+and how to get it, where podman or runc is absent, the user is not root, or no base image
+can be had without debootstrap and debootstrap is absent; ``IMAGE_TEST_REQUIRED=1`` (set by
+``make image-test``) turns that skip into an error.
 
 - The image: configuration as built (non-root user, HEALTHCHECK kept), contents (only the
   runtime venv: no build tools, caches, sources or tests), size.
@@ -57,19 +58,15 @@ from .podman import (
     build,
     image_config,
     image_size,
-    missing_tools,
     podman,
     podman_session,
+    require_tools,
 )
 from .server import REPO_ROOT, free_port, wait_until
 from .test_container import COMPOSE_FILE
 from .test_crash import check_store_after_crash
 
-_MISSING = missing_tools()
-if _MISSING is not None:
-    if os.environ.get("IMAGE_TEST_REQUIRED") == "1":
-        raise RuntimeError(f"image tests required but cannot run: {_MISSING}")
-    pytest.skip(f"image tests: {_MISSING}", allow_module_level=True)
+require_tools()
 
 # The first test also waits for the base image (about a minute when it must be made with
 # debootstrap) and the build: more than the suite's 300 s may be needed on a slow mirror.
