@@ -28,6 +28,7 @@ can be had without debootstrap and debootstrap is absent; ``IMAGE_TEST_REQUIRED=
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -412,7 +413,7 @@ SETTINGS = {
     "SOFTMAX_KEEP_LAST": "2",
     "SOFTMAX_SNAPSHOT_EVERY": "2",
     "SOFTMAX_METRICS_WINDOW": "16",
-    "SOFTMAX_LOCK_TIMEOUT": "10",
+    "SOFTMAX_LOCK_TIMEOUT": "1",
     "SOFTMAX_LOG_LEVEL": "warning",
     # The batches below carry arbitrary labels (the test is about settings, not learning):
     # the guard judges and records them but refuses none.
@@ -528,11 +529,35 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
     assert counter(metrics, "softmax_prequential_window_rows") == 16, "SOFTMAX_METRICS_WINDOW"
     assert "Application startup complete" not in service.logs(), "SOFTMAX_LOG_LEVEL=warning"
 
+    # SOFTMAX_LOCK_TIMEOUT=1: with the store's writer lock held from the host, /train gives
+    # up after a second with 503 (the default would wait 30 s).
+    with (session.volume_path(volume) / "digits" / ".lock").open("rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        answer = service.post("/train", json=batch, headers=auth)
+        waited = time.monotonic() - started
+    assert answer.status_code == 503, answer.text
+    assert "within 1 s" in answer.json()["error"]["message"] and 1.0 <= waited < 10.0, waited
+
     # SIGTERM: uvicorn finishes and the container exits 0, within seconds.
     started = time.monotonic()
     service.signal("TERM")
     assert service.wait_exit(timeout=30) == 0, service.logs()
     assert time.monotonic() - started < STOP_WITHIN
+
+    # SOFTMAX_MODEL=digits: with a second model in the store, the image without the setting
+    # refuses to start; the container, restarted with it, serves digits.
+    storage = [f"--volume={volume}:/data/artifacts"]
+    trained = session.run_once(
+        image,
+        *("-m", "model.train", "builtin:iris", "--store", "/data/artifacts", "--name", "iris"),
+        options=[*storage, "--entrypoint=python"],
+    )
+    assert trained.returncode == 0, trained.stderr
+    refused = session.run_once(image, options=[*storage, "--env=SOFTMAX_PORT=0"], timeout=60)
+    assert refused.returncode != 0 and "holds several models" in refused.stderr, refused
+    podman("start", service.name)
+    assert service.wait_http("/health/ready").json()["model"] == "digits"
 
 
 def test_keys_guard_holdout_drift_and_momentum_settings_from_the_environment(
