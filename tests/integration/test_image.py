@@ -554,8 +554,9 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
         options=[*storage, "--entrypoint=python"],
     )
     assert trained.returncode == 0, trained.stderr
-    refused = session.run_once(image, options=[*storage, "--env=SOFTMAX_PORT=0"], timeout=60)
-    assert refused.returncode != 0 and "holds several models" in refused.stderr, refused
+    without_model = session.run_once(image, options=[*storage, "--env=SOFTMAX_PORT=0"], timeout=60)
+    refusal = without_model.stderr
+    assert without_model.returncode != 0 and "holds several models" in refusal, refusal
     podman("start", service.name)
     assert service.wait_http("/health/ready").json()["model"] == "digits"
 
