@@ -37,6 +37,11 @@ class ErrorBody(BaseModel):
     row: int | None = Field(
         None, description="the row index at fault (absent when the error is not about one)"
     )
+    retry_after: float | None = Field(
+        None,
+        description="rate_limited only: seconds to wait before retrying, to the millisecond "
+        "(the Retry-After header rounds it up to whole seconds)",
+    )
 
 
 class ErrorResponse(BaseModel):
