@@ -4,8 +4,10 @@ Run from the repository root (needs scikit-learn, a dev dependency, for three of
 
     .venv/bin/python bench/guard_streams.py [--batch 16] [--batches 60] [--seeds 0 1 2]
 
-For each data set: a model trained like the CLI does (stratified 70/10/20 split, defaults, the
-validation rows kept as the guard set), then a stream of minibatches drawn from a pool of rows
+For each data set: a model trained with the CLI's defaults on a stratified 40/10/50 split (not
+the CLI's 70/10/20: the last half is split again into test rows and a pool of stream rows, so
+that even Iris has a pool), the 10 % validation rows kept as the guard set; then a stream of
+minibatches (``--batch`` rows each, 1 for a stream of single rows) drawn from the pool of rows
 the model never saw — honest ones, label-shifted ones (every label moved to the next class),
 hostile ones (learning rate 1.0, 10 passes; honest or shifted labels) — through
 ``ModelRepository.update`` with the service's default guard. Prints, per data set and kind of
