@@ -206,6 +206,7 @@ class Verdict:
     reference_loss: float = 0.0
     loss_vs_reference: float = 0.0
     max_total_loss_increase: float = 0.0
+    suspect_rate: float = 0.0
 
     @property
     def loss_increase(self) -> float:

@@ -120,7 +120,7 @@ def surprise_evidence(batch_losses: Float, before: GuardFigures, suspect_rate: f
     >>> from model.guard import figures_of
     >>> before = figures_of(np.linspace(0.0, 1.0, 100), np.ones(100, bool), 0.95)
     >>> round(surprise_evidence(np.array([5.0]), before, 0.5), 3)
-    1.533
+    1.479
     """
     honest = before.surprise_rate
     if honest >= suspect_rate:
@@ -176,6 +176,7 @@ def judge_history(
         reference_loss=history.reference_loss,
         loss_vs_reference=loss_after,
         max_total_loss_increase=policy.max_total_loss_increase,
+        suspect_rate=policy.suspect_rate,
     )
 
 
@@ -189,5 +190,6 @@ _ACROSS = {
     "reference_loss",
     "loss_vs_reference",
     "max_total_loss_increase",
+    "suspect_rate",
 }
 _ONE_UPDATE = tuple(name for name in Verdict.__dataclass_fields__ if name not in _ACROSS)

@@ -171,6 +171,12 @@ class VersionDetail(VersionSummary):
         description="Page-Hinkley drift test on the prequential loss at this version "
         "(statistic, detected, alarms); null for offline versions"
     )
+    guard_history: dict[str, Any] | None = Field(
+        None,
+        description="the guard's state across updates after this version (pooled surprise "
+        "overall and per key name, the damage budget's reference version and loss); null for "
+        "offline versions and updates not judged",
+    )
 
 
 class ActivateResponse(BaseModel):
