@@ -75,7 +75,10 @@ def run(name: str, X: np.ndarray, y: np.ndarray, args: argparse.Namespace, seed:
                 labels = classes[(position + 1) % classes.shape[0]]
             lr, passes = (1.0, 10) if "hostile" in kind else (None, 1)
             try:
-                repo.update(name, X[rows], labels.tolist(), learning_rate=lr, passes=passes)
+                key = ("honest" if kind == "honest" else "poisoner") if args.poison_key else None
+                repo.update(
+                    name, X[rows], labels.tolist(), learning_rate=lr, passes=passes, key=key
+                )
                 outcomes[(kind, "accepted")] += 1
             except UpdateRejectedError as exc:
                 outcomes[(kind, str(exc.details["reason"]))] += 1
@@ -95,10 +98,19 @@ def main() -> int:
     parser.add_argument(
         "--momentum", action="store_true", help="carry momentum across online updates"
     )
+    parser.add_argument(
+        "--poison-key",
+        action="store_true",
+        help="send the poisoned batches under an API key name of their own (default: all "
+        "anonymous, one stream)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", nargs="*", help="data set names")
     args = parser.parse_args()
-    print(f"batch {args.batch}, {args.batches} batches, holdout every {args.holdout_every}")
+    print(
+        f"batch {args.batch}, {args.batches} batches, holdout every {args.holdout_every}"
+        + (", poisoned batches under a key of their own" if args.poison_key else "")
+    )
     for name, load in datasets().items():
         if args.only and name not in args.only:
             continue
