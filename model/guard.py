@@ -26,6 +26,9 @@ from harmful ones:
   Mislabelled batches (labels shifted,
   swapped) fail this long before they do measurable damage to the guard loss.
 
+These judge one update; :mod:`model.guard_history` adds two tests across updates (pooled
+surprise, damage since a reference version), for streams of updates each too small to refuse.
+
 Both signals also refuse legitimate change: a real drift of the labels (the concept changed) is
 surprising, and a new region of the input space may raise the guard loss. The service lets an
 administrator force such an update through, or run the guard in ``log`` mode (judge, record,
