@@ -447,6 +447,9 @@ def guarded_settings(offline_guard_rows: int) -> dict[str, str]:
         "SOFTMAX_GUARD_MAX_RATE_RATIO": "2.5",
         "SOFTMAX_GUARD_SURPRISE_QUANTILE": "0.9",
         "SOFTMAX_GUARD_SURPRISE_ALPHA": "0.001",
+        "SOFTMAX_GUARD_SUSPECT_RATE": "0.6",
+        "SOFTMAX_GUARD_MAX_TOTAL_LOSS_INCREASE": "0.5",
+        "SOFTMAX_GUARD_REFERENCE_EVERY": "20",
         "SOFTMAX_GUARD_MIN_ROWS": str(offline_guard_rows + MIN_ROWS_ABOVE_OFFLINE),
         "SOFTMAX_GUARD_MAX_ABS_Z": "5",
         "SOFTMAX_HOLDOUT_EVERY": str(HOLDOUT_EVERY),
@@ -617,6 +620,7 @@ def test_keys_guard_holdout_drift_and_momentum_settings_from_the_environment(
     assert verdict["max_loss_increase"] == 0.5 and verdict["max_step"] == 0.6
     assert verdict["max_rate_ratio"] == 2.5 and verdict["surprise_quantile"] == 0.9
     assert verdict["surprise_alpha"] == 0.001
+    assert verdict["suspect_rate"] == 0.6 and verdict["max_total_loss_increase"] == 0.5
     # SOFTMAX_GUARD_MAX_RATE_RATIO=2.5: three passes at the model's own rate are refused.
     answer = post("/train", "feeder-key", **batches[3].payload(), passes=3)
     assert answer.status_code == 409, answer.text
