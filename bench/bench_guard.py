@@ -10,7 +10,8 @@ through ``ModelRepository.update`` (durable: every version fsynced), alternating
 with the service's default guard (enforce, holdout every 10th row) and one with the guard off
 (no holdout), each on its own copy of the store. Prints the median time per update of each and
 their ratio, and, measured apart, the time of the guard's own work (one forward pass over the
-guard set for the candidate, the batch's row losses, the verdict) per update.
+guard set for the candidate, the batch's row losses, the verdict, the tests across updates)
+per update.
 
 In-process, so the figures are per update without HTTP: the guard's share of a /train request
 is smaller still (the request adds parsing, the event loop and the response).
@@ -33,6 +34,7 @@ from common import REPO, source_state
 from model import LocalArtifactStore, ModelRepository
 from model.data import load_builtin
 from model.guard import GuardPolicy, figures, judge, relative_step, row_losses
+from model.guard_history import GuardHistory, fixed_loss, judge_history, surprise_evidence
 from model.splits import train_val_test_split
 
 
@@ -54,13 +56,20 @@ def guard_work(repo: ModelRepository, X: np.ndarray, y: np.ndarray, repeat: int)
     candidate, _ = estimator.updated(X, y, momentum=False)
     before = loaded.guard_figures()
     assert before is not None
+    policy, offline = GuardPolicy(), loaded.guard.offline
+    history = GuardHistory.of(None, loaded.version, before.log_loss)
     started = time.perf_counter()
     for _ in range(repeat):
         after = figures(candidate, loaded.guard, 0.95)
         losses = row_losses(estimator, X, y)
         step = relative_step(estimator.state_.weights, candidate.state_.weights)
         assert after is not None
-        judge(before, after, losses, step, 1.0, GuardPolicy())
+        verdict = judge(before, after, losses, step, 1.0, policy)
+        # The tests across updates: the evidence, the fixed rows' losses, the verdict.
+        evidence = surprise_evidence(losses, before, policy.suspect_rate)
+        loss_before = fixed_loss(before, offline, policy.min_rows)
+        loss_after = fixed_loss(after, offline, policy.min_rows)
+        judge_history(verdict, history, evidence, "bench", loss_before, loss_after, policy)
     return (time.perf_counter() - started) / repeat
 
 

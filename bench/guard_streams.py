@@ -4,8 +4,10 @@ Run from the repository root (needs scikit-learn, a dev dependency, for three of
 
     .venv/bin/python bench/guard_streams.py [--batch 16] [--batches 60] [--seeds 0 1 2]
 
-For each data set: a model trained like the CLI does (stratified 70/10/20 split, defaults, the
-validation rows kept as the guard set), then a stream of minibatches drawn from a pool of rows
+For each data set: a model trained with the CLI's defaults on a stratified 40/10/50 split (not
+the CLI's 70/10/20: the last half is split again into test rows and a pool of stream rows, so
+that even Iris has a pool), the 10 % validation rows kept as the guard set; then a stream of
+minibatches (``--batch`` rows each, 1 for a stream of single rows) drawn from the pool of rows
 the model never saw — honest ones, label-shifted ones (every label moved to the next class),
 hostile ones (learning rate 1.0, 10 passes; honest or shifted labels) — through
 ``ModelRepository.update`` with the service's default guard. Prints, per data set and kind of
@@ -73,7 +75,10 @@ def run(name: str, X: np.ndarray, y: np.ndarray, args: argparse.Namespace, seed:
                 labels = classes[(position + 1) % classes.shape[0]]
             lr, passes = (1.0, 10) if "hostile" in kind else (None, 1)
             try:
-                repo.update(name, X[rows], labels.tolist(), learning_rate=lr, passes=passes)
+                key = ("honest" if kind == "honest" else "poisoner") if args.poison_key else None
+                repo.update(
+                    name, X[rows], labels.tolist(), learning_rate=lr, passes=passes, key=key
+                )
                 outcomes[(kind, "accepted")] += 1
             except UpdateRejectedError as exc:
                 outcomes[(kind, str(exc.details["reason"]))] += 1
@@ -93,10 +98,19 @@ def main() -> int:
     parser.add_argument(
         "--momentum", action="store_true", help="carry momentum across online updates"
     )
+    parser.add_argument(
+        "--poison-key",
+        action="store_true",
+        help="send the poisoned batches under an API key name of their own (default: all "
+        "anonymous, one stream)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", nargs="*", help="data set names")
     args = parser.parse_args()
-    print(f"batch {args.batch}, {args.batches} batches, holdout every {args.holdout_every}")
+    print(
+        f"batch {args.batch}, {args.batches} batches, holdout every {args.holdout_every}"
+        + (", poisoned batches under a key of their own" if args.poison_key else "")
+    )
     for name, load in datasets().items():
         if args.only and name not in args.only:
             continue

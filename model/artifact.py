@@ -118,6 +118,7 @@ class VersionMeta(Mapping[str, Any]):
     verdict: dict[str, Any] | None = None
     key: str | None = None
     drift: dict[str, Any] | None = None
+    guard_history: dict[str, Any] | None = None  # model/guard_history.py (0.3)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -196,7 +197,16 @@ class VersionMeta(Mapping[str, Any]):
         return len(self._json)
 
 
-_GUARDED = ("rows_seen", "guard_offline_rows", "guard_capacity", "guard", "verdict", "key", "drift")
+_GUARDED = (
+    "rows_seen",
+    "guard_offline_rows",
+    "guard_capacity",
+    "guard",
+    "verdict",
+    "key",
+    "drift",
+    "guard_history",
+)
 _META_FIELDS = frozenset(f.name for f in dataclasses.fields(VersionMeta))
 _ONLINE_FIELDS = tuple(f.name for f in dataclasses.fields(OnlineStats))
 _KINDS = get_args(Kind)

@@ -26,6 +26,9 @@ from harmful ones:
   Mislabelled batches (labels shifted,
   swapped) fail this long before they do measurable damage to the guard loss.
 
+These judge one update; :mod:`model.guard_history` adds two tests across updates (pooled
+surprise, damage since a reference version), for streams of updates each too small to refuse.
+
 Both signals also refuse legitimate change: a real drift of the labels (the concept changed) is
 surprising, and a new region of the input space may raise the guard loss. The service lets an
 administrator force such an update through, or run the guard in ``log`` mode (judge, record,
@@ -82,6 +85,13 @@ class GuardPolicy:
     surprise_alpha: float = 1e-2
     min_rows: int = 10
     max_abs_z: float = 500.0
+    # Across updates (model/guard_history.py): the pooled surprise test looks for a stream
+    # whose rows are surprising at this rate or more; the guard-set log-loss may rise by at
+    # most max_total_loss_increase over the reference version's, which moves to the active
+    # version after every reference_every accepted updates.
+    suspect_rate: float = 0.5
+    max_total_loss_increase: float = 0.05
+    reference_every: int = 25
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,12 +175,15 @@ class GuardFigures:
         return {"rows": self.rows, "log_loss": self.log_loss, "accuracy": self.accuracy}
 
 
+Reason = Literal["guard_loss", "surprise", "step", "rate", "guard_loss_total", "surprise_pooled"]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The guard's judgement of one update, with the figures behind it."""
 
     accepted: bool
-    reason: Literal["guard_loss", "surprise", "step", "rate"] | None
+    reason: Reason | None
     guard_rows: int
     loss_before: float
     loss_after: float
@@ -186,6 +199,17 @@ class Verdict:
     max_step: float
     max_rate_ratio: float
     surprise_quantile: float
+    # Across updates (model/guard_history.py; zero when not judged that way): the pooled
+    # surprise evidence after this update, overall and for the request's key, and its limit;
+    # the reference version and its loss, this update's loss on the same rows, and the limit.
+    pooled_surprise: float = 0.0
+    key_pooled_surprise: float = 0.0
+    pooled_limit: float = 0.0
+    reference_version: int = 0
+    reference_loss: float = 0.0
+    loss_vs_reference: float = 0.0
+    max_total_loss_increase: float = 0.0
+    suspect_rate: float = 0.0
 
     @property
     def loss_increase(self) -> float:
@@ -210,6 +234,23 @@ class Verdict:
             return (
                 f"it would move the weights by {self.step:.1%} of their size in one update (at "
                 f"most {self.max_step:.1%} is accepted: lower the learning rate or the passes)"
+            )
+        if self.reason == "guard_loss_total":
+            return (
+                f"it would raise the log-loss on the held-out guard rows to "
+                f"{self.loss_vs_reference:.4f}, "
+                f"+{self.loss_vs_reference - self.reference_loss:.4f} over version "
+                f"{self.reference_version}'s {self.reference_loss:.4f} (at most "
+                f"+{self.max_total_loss_increase:g} since that reference is accepted): the "
+                "updates since then add up to too much damage"
+            )
+        if self.reason == "surprise_pooled":
+            return (
+                f"its labels add to a run of surprising updates: the pooled evidence against "
+                f"the recent stream (overall {self.pooled_surprise:.3g}, this key "
+                f"{self.key_pooled_surprise:.3g}) would pass {self.pooled_limit:.3g} = "
+                f"ln(1/{self.surprise_alpha:g}): mislabelled data sent a little at a time, or "
+                "a real change that an administrator can force through"
             )
         if self.reason == "guard_loss":
             return (
@@ -367,7 +408,7 @@ def judge(
     surprising = int(np.count_nonzero(batch_losses > before.surprise_threshold))
     m = int(batch_losses.shape[0])
     p_value = binomial_tail(surprising, m, before.surprise_rate)
-    reason: Literal["guard_loss", "surprise", "step", "rate"] | None = None
+    reason: Reason | None = None
     if rate_ratio > policy.max_rate_ratio:
         reason = "rate"
     elif after.log_loss - before.log_loss > policy.max_loss_increase:

@@ -61,6 +61,7 @@ from .guard import (
     relative_step,
     scored,
 )
+from .guard_history import GuardHistory, fixed_loss, judge_history, surprise_evidence
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
@@ -224,6 +225,8 @@ class ModelRepository:
         self._committers: dict[str, GroupCommit[_UpdateRequest]] = {}
         self._committers_lock = threading.Lock()
         self._last: dict[str, LoadedModel] = {}  # the newest version this object committed
+        # Per model: the offline version the traffic's drift test started on, and its state.
+        self._traffic: dict[str, tuple[int, DriftState]] = {}
 
     def __repr__(self) -> str:
         return f"ModelRepository({self.store!r})"
@@ -377,7 +380,11 @@ class ModelRepository:
         # After the step, so that an update that would diverge says so (DivergenceError).
         if self.policy.mode == "enforce" and not request.force:
             check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
-        verdict, after = self._judge(current, step, request.force)
+        try:
+            verdict, after = self._judge(current, step, request.force)
+            verdict, history = self._judge_history(current, step, verdict, after, request)
+        finally:  # refused or not: the traffic's drift test sees every batch
+            self._observe_traffic(current, step.report.loss_before)
         candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard)
         if after is not None:  # the new version's guard figures, from the judged ones
             candidate._figures[self.policy.surprise_quantile] = self._new_figures(
@@ -385,6 +392,8 @@ class ModelRepository:
             )
         common = self._record_fields(current, candidate, step, verdict, request.key, request.force)
         record = self._update_record(current, step, common)
+        if history is not None:
+            record = (replace(record[0], guard_history=history.to_json()), record[1])
         stored = self._write(name, *record, durable=False)
         # The same figures cache: the new version's guard figures are computed once.
         loaded = replace(candidate, version=stored.version, meta=stored)
@@ -461,6 +470,71 @@ class ModelRepository:
                 verdict.explain(),
             )
         return verdict, after
+
+    def traffic_drift(self, name: str) -> DriftState | None:
+        """The Page-Hinkley test over the loss of every minibatch this process checked for
+        ``name``, refused ones included (None before the first): unlike the committed
+        stream's test (``drift`` in each version's metadata), it sees a lasting change that
+        the guard refuses. It lives in this process only: a refusal writes nothing to the
+        store, so no other process can replay it (see README, "Drift")."""
+        found = self._traffic.get(name)
+        return found[1] if found is not None else None
+
+    def _observe_traffic(self, current: LoadedModel, loss: float) -> None:
+        """Feed the traffic's drift test (called by the writer, one update at a time). It
+        starts afresh on the first minibatch judged against another offline version, as the
+        committed stream's test does."""
+        found = self._traffic.get(current.name)
+        root = current.version if current.meta.source == "offline" else None
+        if found is None or (root is not None and root != found[0]):
+            found = (root or 0, DriftState(delta=self.drift.delta, threshold=self.drift.threshold))
+        self._traffic[current.name] = (found[0], found[1].observe(loss))
+
+    def _judge_history(
+        self,
+        current: LoadedModel,
+        step: _Step,
+        verdict: Verdict | None,
+        after: GuardFigures | None,
+        request: _UpdateRequest,
+    ) -> tuple[Verdict | None, GuardHistory | None]:
+        """The tests across updates (:mod:`model.guard_history`) on an update the one-update
+        tests let through: the completed verdict, and the state the new version records
+        (None when the update was not judged); raises when they refuse it."""
+        policy = self.policy
+        if verdict is None or after is None or current.guard is None:
+            return verdict, None
+        before = current.guard_figures(policy.surprise_quantile)
+        assert before is not None  # judged: the guard set has rows
+        offline = current.guard.offline
+        loss_before = fixed_loss(before, offline, policy.min_rows)
+        loss_after = fixed_loss(after, offline, policy.min_rows)
+        history = GuardHistory.of(current.meta.guard_history, current.version, loss_before)
+        evidence = surprise_evidence(step.before[0], before, policy.suspect_rate)
+        judged = judge_history(
+            verdict, history, evidence, request.key, loss_before, loss_after, policy
+        )
+        if verdict.accepted and not judged.accepted:
+            if policy.mode == "enforce" and not request.force:
+                raise UpdateRejectedError(
+                    f"update refused: {judged.explain()}; the model is unchanged",
+                    details=judged.to_json(),
+                )
+            log.warning(
+                "model %r: update %s although the guard refuses it: %s",
+                current.name,
+                "forced" if request.force else "applied (guard in log mode)",
+                judged.explain(),
+            )
+        new_history = history.after(
+            evidence,
+            request.key,
+            request.force,
+            current.version,
+            loss_before,
+            policy.reference_every,
+        )
+        return judged, new_history
 
     def _new_figures(self, current: LoadedModel, step: _Step, after: GuardFigures) -> GuardFigures:
         """The candidate on its own guard set: the judged figures, plus the held-out rows."""

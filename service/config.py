@@ -109,6 +109,27 @@ class Settings(BaseSettings):
     guard_min_rows: int = Field(
         10, ge=1, description="below this many guard rows, updates are not judged"
     )
+    # Across updates (model/guard_history.py); the defaults are GuardPolicy's.
+    guard_suspect_rate: float = Field(
+        GuardPolicy.suspect_rate,
+        gt=0,
+        lt=1,
+        description="the share of surprising rows the pooled surprise test (across updates, "
+        "overall and per key) is built to detect",
+    )
+    guard_max_total_loss_increase: float = Field(
+        GuardPolicy.max_total_loss_increase,
+        gt=0,
+        le=100,
+        description="most the guard-set log-loss may rise over the reference version's",
+    )
+    guard_reference_every: int = Field(
+        GuardPolicy.reference_every,
+        ge=1,
+        le=1_000_000,
+        description="accepted updates after which the damage budget's reference moves to "
+        "the active version",
+    )
     guard_max_abs_z: float = Field(
         500.0,
         gt=0,
@@ -179,6 +200,9 @@ def build_repository(settings: Settings) -> ModelRepository:
         surprise_alpha=settings.guard_surprise_alpha,
         min_rows=settings.guard_min_rows,
         max_abs_z=settings.guard_max_abs_z,
+        suspect_rate=settings.guard_suspect_rate,
+        max_total_loss_increase=settings.guard_max_total_loss_increase,
+        reference_every=settings.guard_reference_every,
     )
     return ModelRepository(
         store,

@@ -1,8 +1,9 @@
 """Every error answer, in one place and one shape.
 
 Body: ``{"error": {"type": "...", "message": "...", "field": "...", "row": 17}}``; ``type`` is
-the error's ``code``, ``field`` and ``row`` are present when the error names them, and a refused
-update adds ``details`` (the figures behind the decision). The tree of
+the error's ``code``, ``field`` and ``row`` are present when the error names them, a refused
+update adds ``details`` (the figures behind the decision) and a rate-limited request
+``retry_after`` (seconds, a number). The tree of
 everything that becomes an error answer (status, code)::
 
     Exception
@@ -42,6 +43,7 @@ logged ``internal_error``. :func:`install_error_handlers` registers the one hand
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -146,9 +148,15 @@ class TooManyRowsError(InvalidRequestError):
 
 
 class TooManyRequestsError(ApiError):
-    """A key over its rate limit; ``Retry-After`` says when to try again."""
+    """A key over its rate limit. ``retry_after``: the seconds to wait, given in the body as a
+    number (to the millisecond, as the message says it) and in ``Retry-After`` rounded up to
+    whole seconds (the header takes no fractions)."""
 
     status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = round(retry_after, 3)
+        super().__init__(message, headers={"Retry-After": str(math.ceil(retry_after))})
 
 
 class NoModelError(ApiError):
@@ -209,6 +217,8 @@ def error_response(exc: ModelError | ApiError) -> Response:
         body["row"] = exc.row
     if isinstance(exc, model_errors.UpdateRejectedError):
         body["details"] = exc.details
+    if isinstance(exc, TooManyRequestsError):
+        body["retry_after"] = exc.retry_after
     status = status_of(exc)
     headers = exc.headers if isinstance(exc, ApiError) else None
     if status == 503:

@@ -136,6 +136,27 @@ class Metrics:
             "livemostrecent",
         )
 
+        # This process's own test over every /train batch it checked, refused ones included
+        # (a refusal writes nothing any other process could replay): an alarm in any worker.
+        self.traffic_drift_statistic = gauge(
+            "softmax_traffic_drift_statistic",
+            "Page-Hinkley statistic on the loss of every /train batch checked, refused ones "
+            "included (the largest over worker processes)",
+            "livemax",
+        )
+        self.traffic_drift_detected = gauge(
+            "softmax_traffic_drift_detected",
+            "1 when drift was detected in the /train traffic, refused batches included, by "
+            "any worker process since the active version's offline training",
+            "livemax",
+        )
+        self.traffic_drift_alarms = gauge(
+            "softmax_traffic_drift_alarms",
+            "drift alarms on the /train traffic, refused batches included (the most in one "
+            "worker process)",
+            "livemax",
+        )
+
     def set_version_health(
         self, guard: dict[str, Any] | None, drift: dict[str, Any] | None
     ) -> None:
@@ -148,6 +169,13 @@ class Metrics:
         self.drift_statistic.set(drift.get("statistic", 0.0))
         self.drift_detected.set(1 if drift.get("detected") else 0)
         self.drift_alarms.set(drift.get("alarms", 0))
+
+    def set_traffic_drift(self, drift: dict[str, Any] | None) -> None:
+        """This process's drift test over all /train traffic (None: no batch seen yet)."""
+        drift = drift or {}
+        self.traffic_drift_statistic.set(drift.get("statistic", 0.0))
+        self.traffic_drift_detected.set(1 if drift.get("detected") else 0)
+        self.traffic_drift_alarms.set(drift.get("alarms", 0))
 
     def set_prequential(self, rows: int, accuracy: float, log_loss: float) -> None:
         self.prequential_rows.set(rows)

@@ -12,7 +12,6 @@ The buckets live in one process: with N workers (or replicas) a key gets N times
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -87,5 +86,5 @@ class RateLimiter:
         raise TooManyRequestsError(
             f"the key {caller.name!r} is over its rate limit of {bucket.rate:g} {unit} per "
             f"second (burst {bucket.capacity:g}); retry in {wait:.3f} s",
-            headers={"Retry-After": str(math.ceil(wait))},
+            retry_after=wait,
         )

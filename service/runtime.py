@@ -187,6 +187,13 @@ class Runtime:
             return None
         return self.repository.online_window(loaded.name, self.metrics_window)
 
+    def traffic_drift(self) -> dict[str, Any] | None:
+        """This process's drift test over every /train minibatch it checked, refused ones
+        included (None before the first)."""
+        loaded = self.current
+        found = self.repository.traffic_drift(loaded.name) if loaded is not None else None
+        return found.to_json() if found is not None else None
+
     # ------------------------------------------------------------------ serving
     def model_for(self, version: int | None) -> LoadedModel:
         """The active model, or a pinned stored version (cached, a few at a time)."""

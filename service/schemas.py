@@ -37,6 +37,11 @@ class ErrorBody(BaseModel):
     row: int | None = Field(
         None, description="the row index at fault (absent when the error is not about one)"
     )
+    retry_after: float | None = Field(
+        None,
+        description="rate_limited only: seconds to wait before retrying, to the millisecond "
+        "(the Retry-After header rounds it up to whole seconds)",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -165,6 +170,12 @@ class VersionDetail(VersionSummary):
     drift: dict[str, Any] | None = Field(
         description="Page-Hinkley drift test on the prequential loss at this version "
         "(statistic, detected, alarms); null for offline versions"
+    )
+    guard_history: dict[str, Any] | None = Field(
+        None,
+        description="the guard's state across updates after this version (pooled surprise "
+        "overall and per key name, the damage budget's reference version and loss); null for "
+        "offline versions and updates not judged",
     )
 
 

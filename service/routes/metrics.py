@@ -24,4 +24,5 @@ async def metrics(state: State) -> Response:
     figures = await run_in_threadpool(state.runtime.prequential)
     if figures is not None:
         state.metrics.set_prequential(*figures)
+    state.metrics.set_traffic_drift(state.runtime.traffic_drift())
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

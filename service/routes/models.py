@@ -56,6 +56,7 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
         "fingerprint": snapshot.fingerprint,
         "guard": detail.info.meta.guard,
         "drift": detail.info.meta.drift,
+        "guard_history": detail.info.meta.guard_history,
     }
 
 

@@ -80,6 +80,7 @@ def install(app: FastAPI, limits: Limits) -> None:
         except (ModelError, ApiError) as exc:
             _count_refusal(state, exc)
             raise
+        state.metrics.set_traffic_drift(state.runtime.traffic_drift())
         report = result.report
         state.metrics.updates_applied.inc()
         state.metrics.rows_trained.inc(report.n - result.held_out)  # held-out rows: guard set
@@ -104,6 +105,8 @@ def _count_refusal(state: AppState, exc: ModelError | ApiError) -> None:
     if isinstance(exc, UpdateRejectedError):  # which signal refused it
         reason = f"{exc.code}:{exc.details.get('reason')}"
     state.metrics.updates_rejected.labels(reason).inc()
+    if isinstance(exc, UpdateRejectedError):  # judged: the traffic's drift test saw it
+        state.metrics.set_traffic_drift(state.runtime.traffic_drift())
 
 
 def _register(

@@ -16,7 +16,9 @@ is present or a registry serves it; otherwise a Debian bookworm root file system
 ``~/.cache/softmax-serve`` (``$IMAGE_TEST_CACHE``) and imported into podman's storage.
 
 Every container and volume made here carries :data:`RUN_ID` in its name and is removed by
-name by :class:`Podman`; nothing else is touched. ``python -m tests.integration.podman base``
+name by :class:`Podman`; nothing else is touched. The image's tag names the checkout it is
+built from (:data:`IMAGE`), so that test runs of two checkouts on one machine never run each
+other's image. ``python -m tests.integration.podman base``
 makes (or finds) the base image and prints its name.
 """
 
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .server import REPO_ROOT, free_port
 
@@ -51,9 +54,10 @@ __all__ = [
     "base_image",
     "build",
     "missing_tools",
+    "require_tools",
 ]
 
-IMAGE = "localhost/softmax-serve:image-test"
+IMAGE = f"localhost/softmax-serve:image-test-{hashlib.sha256(bytes(REPO_ROOT)).hexdigest()[:8]}"
 LB_IMAGE = "localhost/softmax-serve-lb:image-test"
 LB_CONTAINERFILE = Path(__file__).with_name("lb.Containerfile")
 LOCAL_BASE = "localhost/debian-py311:bookworm"
@@ -90,13 +94,31 @@ def cache_dir() -> Path:
 
 def missing_tools() -> str | None:
     """None when the image tests can run here; otherwise one line: what is missing and how
-    to get it."""
+    to get it. debootstrap is needed only when no base image can be had otherwise (see
+    :func:`base_image`)."""
     absent = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
     if absent:
         return f"{' and '.join(absent)} not found; {INSTALL_HINT}"
     if os.geteuid() != 0:
         return f"the image tests run rootful podman and need root; {INSTALL_HINT}"
+    if shutil.which("debootstrap") is None and not base_available():
+        return (
+            f"debootstrap not found, and no base image without it ({official_base()} neither "
+            f"present nor pullable, none cached in {cache_dir()}, IMAGE_TEST_BASE unset); "
+            f"{INSTALL_HINT}"
+        )
     return None
+
+
+def require_tools() -> None:
+    """Skip the calling test module, with :func:`missing_tools`' line, where the image tests
+    cannot run; with ``IMAGE_TEST_REQUIRED=1`` (``make image-test``) fail instead."""
+    missing = missing_tools()
+    if missing is None:
+        return
+    if os.environ.get("IMAGE_TEST_REQUIRED") == "1":
+        raise RuntimeError(f"image tests required but cannot run: {missing}")
+    pytest.skip(f"image tests: {missing}", allow_module_level=True)
 
 
 def run(
@@ -212,18 +234,29 @@ def make_rootfs_tarball(tarball: Path) -> None:
         partial.replace(tarball)
 
 
+def local_tarball() -> Path:
+    """Where the locally made base is cached (its name carries the recipe's digest)."""
+    return cache_dir() / f"debian-py311-{SUITE}-{RECIPE}.tar"
+
+
+def local_base_imported() -> bool:
+    """Whether podman's storage holds :data:`LOCAL_BASE` made by the current recipe."""
+    if not image_exists(LOCAL_BASE):
+        return False
+    labels = json.loads(podman("image", "inspect", LOCAL_BASE))[0].get("Labels") or {}
+    return bool(labels.get(RECIPE_LABEL) == RECIPE)
+
+
 def local_base() -> str:
     """:data:`LOCAL_BASE` in podman's storage: imported from the cached tarball, which is
     made first if it is missing. One process at a time (a lock in the cache folder)."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    tarball = folder / f"debian-py311-{SUITE}-{RECIPE}.tar"
+    tarball = local_tarball()
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if image_exists(LOCAL_BASE):
-            labels = json.loads(podman("image", "inspect", LOCAL_BASE))[0].get("Labels") or {}
-            if labels.get(RECIPE_LABEL) == RECIPE:
-                return LOCAL_BASE
+        if local_base_imported():
+            return LOCAL_BASE
         if not tarball.exists():
             make_rootfs_tarball(tarball)
             for stale in folder.glob(f"debian-py311-{SUITE}*.tar"):
@@ -242,17 +275,32 @@ def local_base() -> str:
     return LOCAL_BASE
 
 
+def official_base_present() -> bool:
+    """Whether the official base is in podman's storage, pulling it if a registry serves it."""
+    official = official_base()
+    if image_exists(official):
+        return True
+    return run([*PODMAN, "pull", "--quiet", official], timeout=300, check=False).returncode == 0
+
+
+def base_available() -> bool:
+    """Whether :func:`base_image` finds a base without making one (which needs debootstrap)."""
+    return bool(
+        os.environ.get("IMAGE_TEST_BASE")
+        or local_tarball().exists()
+        or local_base_imported()
+        or official_base_present()
+    )
+
+
 def base_image() -> str:
     """``$IMAGE_TEST_BASE`` if set; else the official base if present or pullable; else the
     locally made Debian base (made and cached if missing)."""
     chosen = os.environ.get("IMAGE_TEST_BASE")
     if chosen:
         return chosen
-    official = official_base()
-    if image_exists(official):
-        return official
-    if run([*PODMAN, "pull", "--quiet", official], timeout=300, check=False).returncode == 0:
-        return official
+    if official_base_present():
+        return official_base()
     return local_base()
 
 

@@ -22,6 +22,7 @@ from model.splits import train_val_test_split
 
 from .conftest import LiveServerFactory
 from .server import assert_all_workers_serve, train_offline
+from .test_server import metric_samples
 
 KEY = "guard-test-key"
 # The product's defaults: start_server otherwise pins these for the arithmetic suites.
@@ -163,3 +164,37 @@ def test_kill_9_during_guarded_updates_loses_nothing_acknowledged(
         verdict = info.meta.verdict
         assert verdict is None or verdict["accepted"] or verdict["forced"], info.meta.version
     repo.load("digits")  # the store loads, every chain replays
+
+
+def test_single_rows_cannot_poison_the_model_a_little_at_a_time(
+    live_server: LiveServerFactory, live_store: Path
+) -> None:
+    """One row at a time, each too small for the one-update tests: the tests across updates
+    (model/guard_history.py) refuse a mislabelling stream after a few rows, let an honest one
+    through, and the traffic's drift test (refused rows included) raises its alarm."""
+    assert train_offline(live_store, "digits", epochs=100) == 1
+    digits = load_builtin("digits")
+    X, y = np.asarray(digits.X), np.asarray(digits.y)
+    _, _, test = train_val_test_split(y, 0.1, 0.2, 0)
+    rows = np.random.default_rng(5).permutation(test)
+    honest_rows, shifted_rows, evaluation = rows[:60], rows[60:100], rows[100:]
+    start = accuracy(live_store, X[evaluation], y[evaluation])
+    server = live_server(live_store, "--workers", "2", *DEFAULTS)
+
+    def send(row: int, label: int) -> bool:
+        body = {"instances": [X[row].tolist()], "labels": [label]}
+        response = server.post("/train", json=body, headers=AUTH)
+        assert response.status_code in (200, 409), response.text
+        return response.status_code == 200
+
+    # Honest single rows: few refusals (the pooled surprise test refuses at most about
+    # 0.1 x 0.01 of an honest stream; the damage budget measured 0-3 %, bench/guard_streams.py).
+    honest = [send(row, int(y[row])) for row in honest_rows]
+    assert sum(honest) >= 57, honest
+    # Label-shifted single rows (a mislabelling job): refused after at most 4, for good.
+    shifted = [send(row, (int(y[row]) + 1) % 10) for row in shifted_rows]
+    assert sum(shifted) <= 4 and not any(shifted[4:]), shifted
+    assert accuracy(live_store, X[evaluation], y[evaluation]) >= start - 0.02
+    # Refused rows never reach the store, but the traffic's drift test saw them.
+    samples = metric_samples(server.get("/metrics").text)
+    assert samples[("softmax_traffic_drift_detected", frozenset())] == 1.0

@@ -3,27 +3,32 @@
 Everything here starts real containers on the host network (127.0.0.1 only) with Debian's
 podman and runc; see :mod:`tests.integration.podman` for the settings this machine class
 needs and for the base image. The module is skipped, with one line saying what is missing
-and how to get it, where podman or runc is absent or the user is not root;
-``IMAGE_TEST_REQUIRED=1`` (set by ``make image-test``) turns that skip into an error.
+and how to get it, where podman or runc is absent, the user is not root, or no base image
+can be had without debootstrap and debootstrap is absent; ``IMAGE_TEST_REQUIRED=1`` (set by
+``make image-test``) turns that skip into an error.
 
 - The image: configuration as built (non-root user, HEALTHCHECK kept), contents (only the
-  runtime venv: no build tools, caches, sources or tests), size.
+  runtime venv: no build tools, caches, sources or tests), size; every runtime requirement
+  installed at an accepted version, and each of its modules importable in the image.
 - The training CLI writes into a named volume, as the compose file's ``train`` service.
-- One service container configured only by its environment (every setting): non-root, its
-  HEALTHCHECK failing before a model exists and passing once the CLI trained one, /predict
-  and /train from the host, SIGTERM ending it within seconds with exit code 0.
+- Every setting passed to a container by its environment, each one's effect seen from
+  outside, in two containers: one non-root, its HEALTHCHECK failing before a model exists
+  and passing once the CLI trained one, /predict and /train from the host, SIGTERM ending it
+  within seconds with exit code 0; the other with named keys (a mounted keys file, JSON), an
+  enforcing guard with its thresholds, hold-out, online momentum and drift settings.
 - SIGKILL of a container during a stream of /train: every acknowledged update is on the
   volume, and the restarted container serves it.
 - Scale-out: the compose file resolved by podman-compose (profile ``scale``), its services
   started by this test with podman (images, volume, environment, commands and hardening as
   resolved; ports and nginx's upstream rewritten for the host network), replicas behind
   nginx: exact version arithmetic under concurrent writers through the load balancer, every
-  replica serving the same weights within the reload delay, and one replica killed while
-  the others keep answering.
+  replica serving the same weights within the reload interval plus ``RELOAD_MARGIN`` of the
+  last acknowledgement, and one replica killed while the others keep answering.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -57,19 +62,15 @@ from .podman import (
     build,
     image_config,
     image_size,
-    missing_tools,
     podman,
     podman_session,
+    require_tools,
 )
 from .server import REPO_ROOT, free_port, wait_until
 from .test_container import COMPOSE_FILE
 from .test_crash import check_store_after_crash
 
-_MISSING = missing_tools()
-if _MISSING is not None:
-    if os.environ.get("IMAGE_TEST_REQUIRED") == "1":
-        raise RuntimeError(f"image tests required but cannot run: {_MISSING}")
-    pytest.skip(f"image tests: {_MISSING}", allow_module_level=True)
+require_tools()
 
 # The first test also waits for the base image (about a minute when it must be made with
 # debootstrap) and the build: more than the suite's 300 s may be needed on a slow mirror.
@@ -81,6 +82,10 @@ STOP_WITHIN = 5.0  # seconds from SIGTERM to exit
 MAX_IMAGE_BYTES = 300_000_000
 REPLICAS = 3
 RELOAD_INTERVAL = 0.5  # seconds, the scale test's SOFTMAX_RELOAD_INTERVAL
+# Seconds beyond the reload interval for a replica to serve a version another one wrote:
+# its poll finds the version, it loads it (replaying the updates since the last snapshot)
+# and answers over HTTP, on a shared 2-core machine running three replicas and nginx.
+RELOAD_MARGIN = 1.0
 WRITERS, UPDATES_PER_WRITER = 4, 10
 
 
@@ -303,11 +308,12 @@ print(json.dumps({
 """
 
 
-def unmet_requirements(
+def walk_requirements(
     installed: Mapping[str, tuple[str, list[str]]], environment: dict[str, str], root: str
-) -> list[str]:
+) -> tuple[list[str], set[str]]:
     """Requirements of ``root``, followed through extras and markers, that the installed
-    distributions do not satisfy (what ``pip check`` reports, from ``root`` down)."""
+    distributions do not satisfy (what ``pip check`` reports, from ``root`` down), and the
+    canonical names of the distributions reached (``root`` included)."""
     by_name = {canonicalize_name(name): entry for name, entry in installed.items()}
     unmet: list[str] = []
     todo, seen = [(root, frozenset[str]())], set()
@@ -327,16 +333,54 @@ def unmet_requirements(
                 unmet.append(f"{name} needs {requirement}, found {found[0] if found else None}")
             else:
                 todo.append((requirement.name, frozenset(requirement.extras)))
-    return unmet
+    return unmet, {name for name, _ in seen}
+
+
+# Imports, in the image, every top-level module of the distributions named in argv[1] (a
+# JSON list of canonical names), as their installed metadata lists them: a module deleted
+# with its metadata kept, or a compiled one that cannot load, fails here, where uvicorn
+# would silently fall back (to h11 without httptools, to asyncio without uvloop).
+IMPORT_PROBE = """
+import importlib, importlib.metadata as metadata, json, re, sys
+modules = {name: [] for name in json.loads(sys.argv[1])}
+for module, distributions in metadata.packages_distributions().items():
+    for distribution in distributions:
+        canonical = re.sub(r"[-_.]+", "-", distribution).lower()
+        if canonical in modules and module not in modules[canonical]:
+            modules[canonical].append(module)
+failed = {}
+for distribution, names in sorted(modules.items()):
+    if not names:
+        failed[distribution] = "its metadata lists no importable module"
+    for module in sorted(names):
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            failed[module] = f"{distribution}: {type(error).__name__}: {error}"
+print(json.dumps({"modules": modules, "failed": failed}))
+"""
 
 
 def test_image_holds_every_runtime_requirement(session: Podman, image: str) -> None:
     """Every package softmax-serve needs (uvicorn's "standard" extras too) is in the image,
-    at a version its dependents accept, so nothing runs on a silent fallback."""
+    at a version its dependents accept, and every module of them imports, so nothing runs
+    on a silent fallback."""
     done = session.run_once(image, "-c", REQUIREMENTS_PROBE, options=["--entrypoint=python"])
     assert done.returncode == 0, done.stderr
     probed = json.loads(done.stdout)
-    assert unmet_requirements(probed["installed"], probed["environment"], "softmax-serve") == []
+    unmet, required = walk_requirements(probed["installed"], probed["environment"], "softmax-serve")
+    assert unmet == []
+    # uvicorn[standard]'s accelerators among them: the check covers what falls back silently.
+    assert {"httptools", "uvloop", "orjson", "watchfiles", "websockets"} <= required
+
+    argv = ["-c", IMPORT_PROBE, json.dumps(sorted(required))]
+    done = session.run_once(image, *argv, options=["--entrypoint=python"])
+    assert done.returncode == 0, done.stderr
+    imported = json.loads(done.stdout)
+    assert imported["failed"] == {}, f"modules that do not import in the image: {imported}"
+    assert {"httptools", "uvloop", "model", "service"} <= {
+        module for names in imported["modules"].values() for module in names
+    }
 
 
 def test_training_cli_writes_into_a_named_volume(
@@ -369,43 +413,66 @@ SETTINGS = {
     "SOFTMAX_KEEP_LAST": "2",
     "SOFTMAX_SNAPSHOT_EVERY": "2",
     "SOFTMAX_METRICS_WINDOW": "16",
-    "SOFTMAX_LOCK_TIMEOUT": "10",
+    "SOFTMAX_LOCK_TIMEOUT": "1",
     "SOFTMAX_LOG_LEVEL": "warning",
     # The batches below carry arbitrary labels (the test is about settings, not learning):
     # the guard judges and records them but refuses none.
     "SOFTMAX_GUARD_MODE": "log",
 }
-# Settings whose effects are tested in-process and against the real server (tests/service:
-# test_guard.py, test_keys.py; tests/integration: test_guard_server.py, test_keys_server.py),
-# not again here; a new setting must be put in one of the two sets.
-TESTED_ELSEWHERE = {
-    "SOFTMAX_API_KEYS",
-    "SOFTMAX_API_KEYS_FILE",
-    "SOFTMAX_PREDICT_REQUIRES_KEY",
-    "SOFTMAX_GUARD_MAX_LOSS_INCREASE",
-    "SOFTMAX_GUARD_MAX_STEP",
-    "SOFTMAX_GUARD_MAX_RATE_RATIO",
-    "SOFTMAX_GUARD_SURPRISE_QUANTILE",
-    "SOFTMAX_GUARD_SURPRISE_ALPHA",
-    "SOFTMAX_GUARD_MIN_ROWS",
-    "SOFTMAX_GUARD_MAX_ABS_Z",
-    "SOFTMAX_HOLDOUT_EVERY",
-    "SOFTMAX_GUARD_ONLINE_ROWS",
-    "SOFTMAX_ONLINE_MOMENTUM",
-    "SOFTMAX_DRIFT_DELTA",
-    "SOFTMAX_DRIFT_THRESHOLD",
+# The other settings, in a second container (its guard enforces, its keys are named): each
+# is a value other than its default. GUARD_MIN_ROWS is set from the offline guard set.
+KEYS_FILE = "/run/softmax/keys.toml"
+KEYS_TOML = """
+[feeder]
+key = "feeder-key"
+permissions = ["train"]
+
+[reader]
+key = "reader-key"
+permissions = ["predict"]
+"""
+INLINE_KEYS = {
+    "limited": {"key": "limited-key", "permissions": ["train"], "requests_per_second": 0.001}
 }
+HOLDOUT_EVERY, GUARD_ONLINE_ROWS, MIN_ROWS_ABOVE_OFFLINE = 2, 6, 5
+
+
+def guarded_settings(offline_guard_rows: int) -> dict[str, str]:
+    return {
+        "SOFTMAX_API_KEYS": json.dumps(INLINE_KEYS),
+        "SOFTMAX_API_KEYS_FILE": KEYS_FILE,
+        "SOFTMAX_PREDICT_REQUIRES_KEY": "true",
+        "SOFTMAX_GUARD_MAX_LOSS_INCREASE": "0.5",
+        "SOFTMAX_GUARD_MAX_STEP": "0.6",
+        "SOFTMAX_GUARD_MAX_RATE_RATIO": "2.5",
+        "SOFTMAX_GUARD_SURPRISE_QUANTILE": "0.9",
+        "SOFTMAX_GUARD_SURPRISE_ALPHA": "0.001",
+        "SOFTMAX_GUARD_SUSPECT_RATE": "0.6",
+        "SOFTMAX_GUARD_MAX_TOTAL_LOSS_INCREASE": "0.5",
+        "SOFTMAX_GUARD_REFERENCE_EVERY": "20",
+        "SOFTMAX_GUARD_MIN_ROWS": str(offline_guard_rows + MIN_ROWS_ABOVE_OFFLINE),
+        "SOFTMAX_GUARD_MAX_ABS_Z": "5",
+        "SOFTMAX_HOLDOUT_EVERY": str(HOLDOUT_EVERY),
+        "SOFTMAX_GUARD_ONLINE_ROWS": str(GUARD_ONLINE_ROWS),
+        "SOFTMAX_ONLINE_MOMENTUM": "true",
+        "SOFTMAX_DRIFT_DELTA": "0.25",
+        "SOFTMAX_DRIFT_THRESHOLD": "7.5",
+    }
+
+
+def test_every_setting_is_passed_to_a_container() -> None:
+    """Every setting but the three the image's own ENV sets (host, port, store; the port is
+    passed by session.start) comes from one of the two containers' environments."""
+    every = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    image_env = {"SOFTMAX_HOST", "SOFTMAX_PORT", "SOFTMAX_STORE"}
+    first, second = set(SETTINGS), set(guarded_settings(0))
+    assert not first & second
+    assert every - image_env == first | second, "a setting is not exercised"
 
 
 def test_service_configured_by_environment_healthcheck_api_and_sigterm(
     session: Podman, image: str, compose: dict[str, Any]
 ) -> None:
-    # Every setting but the three the image's own ENV sets (host, port, store) comes from
-    # here; the port is passed by session.start.
-    every = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    image_env = {"SOFTMAX_HOST", "SOFTMAX_PORT", "SOFTMAX_STORE"}
-    assert every - image_env == set(SETTINGS) | TESTED_ELSEWHERE, "a setting is not exercised"
-
     volume = session.volume("single")
     service = session.start(
         "single", image, env=SETTINGS, options=[f"--volume={volume}:/data/artifacts"]
@@ -465,11 +532,133 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
     assert counter(metrics, "softmax_prequential_window_rows") == 16, "SOFTMAX_METRICS_WINDOW"
     assert "Application startup complete" not in service.logs(), "SOFTMAX_LOG_LEVEL=warning"
 
+    # SOFTMAX_LOCK_TIMEOUT=1: with the store's writer lock held from the host, /train gives
+    # up after a second with 503 (the default would wait 30 s).
+    with (session.volume_path(volume) / "digits" / ".lock").open("rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        answer = service.post("/train", json=batch, headers=auth)
+        waited = time.monotonic() - started
+    assert answer.status_code == 503, answer.text
+    assert "within 1 s" in answer.json()["error"]["message"] and 1.0 <= waited < 10.0, waited
+
     # SIGTERM: uvicorn finishes and the container exits 0, within seconds.
     started = time.monotonic()
     service.signal("TERM")
     assert service.wait_exit(timeout=30) == 0, service.logs()
     assert time.monotonic() - started < STOP_WITHIN
+
+    # SOFTMAX_MODEL=digits: with a second model in the store, the image without the setting
+    # refuses to start; the container, restarted with it, serves digits.
+    storage = [f"--volume={volume}:/data/artifacts"]
+    trained = session.run_once(
+        image,
+        *("-m", "model.train", "builtin:iris", "--store", "/data/artifacts", "--name", "iris"),
+        options=[*storage, "--entrypoint=python"],
+    )
+    assert trained.returncode == 0, trained.stderr
+    without_model = session.run_once(image, options=[*storage, "--env=SOFTMAX_PORT=0"], timeout=60)
+    refusal = without_model.stderr
+    assert without_model.returncode != 0 and "holds several models" in refusal, refusal
+    podman("start", service.name)
+    assert service.wait_http("/health/ready").json()["model"] == "digits"
+
+
+def test_keys_guard_holdout_drift_and_momentum_settings_from_the_environment(
+    session: Podman, image: str, compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The settings of guarded_settings, each one's effect seen from outside: over HTTP, or
+    in the version metadata the service writes to the volume."""
+    volume = session.volume("guarded")
+    train_into(session, image, compose, volume)
+    oracle = StoreOracle(session.volume_path(volume), "digits")
+    offline_rows = int(oracle.meta(1)["guard"]["rows"])
+    keys = tmp_path / "keys.toml"
+    keys.write_text(KEYS_TOML)
+    keys.chmod(0o644)  # read by uid 10001 in the container
+    settings = guarded_settings(offline_rows)
+    options = [f"--volume={volume}:/data/artifacts", f"--volume={keys}:{KEYS_FILE}:ro"]
+    service = session.start("guarded", image, env=settings, options=options)
+    service.wait_http("/health/ready")
+
+    def post(path: str, key: str | None, **body: Any) -> Any:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return service.post(path, json=body, headers=headers)
+
+    rows = digits_rows(2)
+    # SOFTMAX_PREDICT_REQUIRES_KEY, and the keys of SOFTMAX_API_KEYS_FILE with their
+    # permissions: reader may predict, not train; feeder may train.
+    assert post("/predict", None, instances=rows).status_code == 401
+    assert post("/predict", "reader-key", instances=rows).status_code == 200
+    # Rows within 5 standard deviations of the training mean (SOFTMAX_GUARD_MAX_ABS_Z=5
+    # refuses the others for training; half of all 8-row digits batches have such a row).
+    standardizer = oracle.load(1).estimator.standardizer_
+    candidates = digits_minibatches(40, rows=8, seed=21)
+    batches = [b for b in candidates if np.abs(standardizer.transform(b.X)).max() < 5][:6]
+    assert len(batches) == 6
+    refused = post("/train", "reader-key", **batches[0].payload())
+    assert refused.status_code == 403 and "reader" in refused.text, refused.text
+    assert post("/train", None, **batches[0].payload()).status_code == 401
+
+    # SOFTMAX_HOLDOUT_EVERY=2 holds 4 of each 8 rows out for the guard set, which keeps
+    # SOFTMAX_GUARD_ONLINE_ROWS=6 of them; SOFTMAX_GUARD_MIN_ROWS (offline + 5) leaves the
+    # first two updates unjudged and the third judged.
+    for batch in batches[:3]:
+        answer = post("/train", "feeder-key", **batch.payload())
+        assert answer.status_code == 200, answer.text
+    assert oracle.versions() == [1, 2, 3, 4]
+    guard_rows = [int(oracle.meta(v)["guard"]["rows"]) for v in (2, 3, 4)]
+    online = [offline_rows + 4, offline_rows + GUARD_ONLINE_ROWS, offline_rows + GUARD_ONLINE_ROWS]
+    assert guard_rows == online, (offline_rows, guard_rows)
+    listed = {v["version"]: v for v in service.get("/models?limit=10").json()["versions"]}
+    assert listed[2]["verdict"] is None and listed[3]["verdict"] is None
+    verdict = listed[4]["verdict"]
+    assert verdict is not None and verdict["accepted"], verdict
+    # The guard judged by the configured thresholds (each recorded in the verdict).
+    assert verdict["guard_rows"] == offline_rows + GUARD_ONLINE_ROWS
+    assert verdict["mode"] == "enforce"
+    assert verdict["max_loss_increase"] == 0.5 and verdict["max_step"] == 0.6
+    assert verdict["max_rate_ratio"] == 2.5 and verdict["surprise_quantile"] == 0.9
+    assert verdict["surprise_alpha"] == 0.001
+    assert verdict["suspect_rate"] == 0.6 and verdict["max_total_loss_increase"] == 0.5
+    # SOFTMAX_GUARD_MAX_RATE_RATIO=2.5: three passes at the model's own rate are refused.
+    answer = post("/train", "feeder-key", **batches[3].payload(), passes=3)
+    assert answer.status_code == 409, answer.text
+    assert "at most 2.5 times is accepted" in answer.json()["error"]["message"]
+    # SOFTMAX_GUARD_MAX_ABS_Z=5: a pixel far out (but within the default 500) is refused.
+    far = batches[4].payload()
+    far["instances"][0][36] = 100.0  # (100 - mean) / scale: about 15 on this model
+    z = (100.0 - standardizer.mean[36]) / standardizer.scale[36]
+    assert 5 < z < Settings.model_fields["guard_max_abs_z"].default
+    answer = post("/train", "feeder-key", **far)
+    assert answer.status_code == 422, answer.text
+    assert "at most 5 are accepted for training" in answer.json()["error"]["message"]
+    assert oracle.versions() == [1, 2, 3, 4], "refusals change nothing"
+
+    # SOFTMAX_ONLINE_MOMENTUM=true: version 3 is version 2 plus its trained rows with the
+    # momentum buffers carried (replayed here; plain steps would give other weights).
+    parent, stored = oracle.load(2).estimator, oracle.load(3).estimator
+    arrays = oracle.store.read("digits", 3).arrays
+    assert oracle.meta(3)["kind"] == "update" and arrays["X"].shape[0] == 4
+    for momentum in (True, False):
+        replayed, _ = parent.updated(arrays["X"], arrays["y"], momentum=momentum)
+        same = np.allclose(replayed.state_.weights, stored.state_.weights, rtol=0, atol=1e-12)
+        assert same is momentum, f"momentum={momentum}"
+
+    # SOFTMAX_DRIFT_DELTA and SOFTMAX_DRIFT_THRESHOLD: the Page-Hinkley state of each
+    # online version is computed with them.
+    drift = service.get("/models/4").json()["drift"]
+    assert (drift["delta"], drift["threshold"], drift["n"]) == (0.25, 7.5, 3), drift
+
+    # SOFTMAX_API_KEYS (JSON): the key named limited trains once, then its rate of one
+    # request per 1000 s refuses it.
+    assert post("/train", "limited-key", **batches[5].payload()).status_code == 200
+    limited = post("/train", "limited-key", **batches[5].payload())
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1000"
+    metrics = service.get("/metrics").text
+    for key, outcome, count in (("feeder", "applied", 3), ("limited", "rate_limited", 1)):
+        sample = counter(metrics, "softmax_train_requests_total", key=key, outcome=outcome)
+        assert sample == count, (key, outcome, sample)
 
 
 def podman_top(container: Container, descriptor: str) -> list[str]:
@@ -571,6 +760,7 @@ def test_nginx_as_configured_needs_a_newer_nginx_than_debians(
 
 
 def test_replicas_behind_nginx_share_one_store(
+    request: pytest.FixtureRequest,
     session: Podman,
     image: str,
     lb_image: str,
@@ -616,6 +806,7 @@ def test_replicas_behind_nginx_share_one_store(
     batches = digits_minibatches(WRITERS * UPDATES_PER_WRITER, rows=8, seed=11)
     per_writer: list[list[int]] = [[] for _ in range(WRITERS)]
     failures: list[str] = []
+    acknowledged_at: list[float] = []
 
     def writer(index: int) -> None:
         # A new connection per request, so that nginx's least_conn spreads them.
@@ -625,6 +816,7 @@ def test_replicas_behind_nginx_share_one_store(
                 failures.append(f"{answer.status_code} {answer.text}")
                 return
             per_writer[index].append(int(answer.json()["version"]))
+            acknowledged_at.append(time.monotonic())
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
     for thread in threads:
@@ -637,8 +829,33 @@ def test_replicas_behind_nginx_share_one_store(
     final = start_version + len(batches)
     assert versions == list(range(start_version + 1, final + 1))
     assert all(written == sorted(written) for written in per_writer)
+
+    # Within the reload interval (plus RELOAD_MARGIN) of the last acknowledgement, every
+    # replica serves the same weights: the final version's. Replicas agree bit for bit; the
+    # offline model (this host's NumPy, which may be another build than the image's) agrees
+    # to rounding.
+    rows = digits_rows(5)
+    last_ack = max(acknowledged_at)
+    deadline = last_ack + RELOAD_INTERVAL + RELOAD_MARGIN
+    served, lags = [], []
+    for container in replicas:
+        answer = container.post("/predict", json={"instances": rows}).json()
+        while answer["version"] != final and time.monotonic() < deadline:
+            time.sleep(0.02)
+            answer = container.post("/predict", json={"instances": rows}).json()
+        assert answer["version"] == final, f"{container.name} still serves {answer['version']}"
+        lags.append(time.monotonic() - last_ack)
+        served.append(np.array(answer["probabilities"]))
+    report(
+        request,
+        f"replicas seen serving the final version {', '.join(f'{t:.2f}' for t in lags)} s "
+        f"after its acknowledgement (bound {RELOAD_INTERVAL + RELOAD_MARGIN:g} s)",
+    )
+    assert all(np.array_equal(probabilities, served[0]) for probabilities in served)
     oracle = StoreOracle(session.volume_path(volume), "digits")
     assert oracle.versions()[-1] == final
+    expected = oracle.predict_proba(final, np.array(rows))
+    np.testing.assert_allclose(served[0], expected, rtol=0, atol=1e-12)
 
     # The load balancer spread the writers over the replicas.
     trains = [
@@ -646,23 +863,6 @@ def test_replicas_behind_nginx_share_one_store(
         for c in replicas
     ]
     assert sum(trains) == len(batches) and all(n > 0 for n in trains), trains
-
-    # Within the reload delay every replica serves the same weights: the final version's.
-    # Replicas agree bit for bit; the offline model (this host's NumPy, which may be another
-    # build than the image's) agrees to rounding.
-    rows = digits_rows(5)
-    deadline = time.monotonic() + RELOAD_INTERVAL + 2.0
-    served = []
-    for container in replicas:
-        answer = container.post("/predict", json={"instances": rows}).json()
-        while answer["version"] != final and time.monotonic() < deadline:
-            time.sleep(0.05)
-            answer = container.post("/predict", json={"instances": rows}).json()
-        assert answer["version"] == final, f"{container.name} still serves {answer['version']}"
-        served.append(np.array(answer["probabilities"]))
-    assert all(np.array_equal(probabilities, served[0]) for probabilities in served)
-    expected = oracle.predict_proba(final, np.array(rows))
-    np.testing.assert_allclose(served[0], expected, rtol=0, atol=1e-12)
 
     # One replica killed: the others keep answering through the load balancer.
     victim = replicas[0]
@@ -677,11 +877,13 @@ def test_replicas_behind_nginx_share_one_store(
         assert answer.status_code == 200, answer.text
         after.append(answer.json()["version"])
     assert after == list(range(final + 1, final + 5))
+    acknowledged = time.monotonic()
     survivors = [c for c in replicas if c is not victim]
     for container in survivors:
         wait_until(
             lambda c=container: c.get("/health/ready").json()["version"] == final + 4,
-            RELOAD_INTERVAL + 2.0,
+            max(0.0, acknowledged + RELOAD_INTERVAL + RELOAD_MARGIN - time.monotonic()),
+            interval=0.02,
             what=f"{container.name} to serve {final + 4}",
         )
     assert lb.get("/health/ready").status_code == 200

@@ -112,7 +112,9 @@ def assert_error(
     body = response.json()
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
-    assert set(error) <= {"type", "message", "field", "row"}, error
+    # retry_after: a rate-limited request's wait, in seconds (a number).
+    extra = {"retry_after"} if status == 429 else set()
+    assert set(error) <= {"type", "message", "field", "row", *extra}, error
     assert error["type"] == type_, error
     assert isinstance(error["message"], str) and error["message"]
     if message is not None:

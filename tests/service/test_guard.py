@@ -4,6 +4,7 @@ guard can log instead of refusing, and its figures are visible."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,9 @@ def test_every_guard_setting_reaches_the_guard(
         "holdout_every": 1,  # every row to the guard set...
         "guard_online_rows": 2,  # ...which keeps only the newest two online rows
         "online_momentum": True,
+        "guard_suspect_rate": 0.6,
+        "guard_max_total_loss_increase": 0.4,
+        "guard_reference_every": 1,
     }
     with TestClient(make_app(store, **settings)) as client:
         for start in (0, 3):
@@ -243,6 +247,11 @@ def test_every_guard_setting_reaches_the_guard(
         assert (verdict["max_loss_increase"], verdict["max_step"]) == (0.5, 0.9)
         assert (verdict["max_rate_ratio"], verdict["surprise_quantile"]) == (3.0, 0.9)
         assert verdict["surprise_alpha"] == 0.002
+        assert (verdict["suspect_rate"], verdict["max_total_loss_increase"]) == (0.6, 0.4)
+        assert verdict["pooled_limit"] == pytest.approx(math.log(1 / 0.002))
+        # The reference moves after every accepted update: to version 2, judged against.
+        history = client.get("/models/3").json()["guard_history"]
+        assert (history["reference_version"], history["since_reference"]) == (2, 0)
         detail = client.get("/models/3").json()
         assert (detail["drift"]["delta"], detail["drift"]["threshold"]) == (0.01, 9.0)
         assert detail["guard"]["rows"] == 15 + 2

@@ -121,6 +121,8 @@ def test_the_request_rate_limit_answers_429_and_changes_nothing(
         wait = float(error["message"].rsplit("retry in ", 1)[1].removesuffix(" s"))
         assert 999 < wait <= 1000
         assert response.headers["retry-after"] == "1000"
+        # The wait as a number too, the one the message gives (to the millisecond).
+        assert isinstance(error["retry_after"], float) and error["retry_after"] == wait
     assert store_state(iris_store, "iris") == before
     # Other keys have their own buckets, or none: not throttled.
     for _ in range(3):
@@ -260,6 +262,7 @@ def test_the_rows_bucket_refills_at_its_rate_and_a_refusal_takes_nothing() -> No
         limiter.take_rows(CALLER, 10)  # 5 left: 5 missing, 0.5 s
     assert "retry in 0.500 s" in refused.value.message
     assert refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.retry_after == 0.5
     clock.now += 0.5
     limiter.take_rows(CALLER, 10)  # the refusal took nothing: exactly 10 there now
     with pytest.raises(TooManyRequestsError):
@@ -279,6 +282,7 @@ def test_a_batch_larger_than_the_bucket_passes_when_full_and_leaves_a_debt() -> 
     # 40 rows of debt, then 1: the long-run rate of 10 rows/s holds.
     assert refused.value.headers == {"Retry-After": "5"}
     assert "retry in 4.100 s" in refused.value.message
+    assert refused.value.retry_after == 4.1
 
 
 def test_requests_and_unlimited_keys() -> None:

@@ -27,6 +27,7 @@ SUMMARY_KEYS |= {"key", "verdict"}  # 0.2: who made the version, and the guard's
 DETAIL_KEYS = SUMMARY_KEYS | {
     "guard",  # 0.2: the version on its guard set
     "drift",  # 0.2: the drift test at this version
+    "guard_history",  # the guard's state across updates at this version
     "model",
     "n_features",
     "classes",
