@@ -123,6 +123,7 @@ class _Progress:
     def __init__(self, source: str, size: int) -> None:
         self.started = time.perf_counter()
         self.source = source
+        self.size = size
         print(f"loading {source} ({size / 1e6:.1f} MB)", file=sys.stderr, flush=True)
         self.bar: Any = None
         if size >= _BIG_FILE:
@@ -149,6 +150,82 @@ class _Progress:
         )
 
 
+# --- collecting batches ----------------------------------------------------------------------
+
+
+class _Collector:
+    """Columns in, a float64 matrix out. Numeric feature columns are copied into the matrix as
+    they arrive (by batches of rows, or whole) and pyarrow's buffers let go, so the peak stays
+    near the matrix's own size; the label and text columns stay pyarrow arrays, converted once
+    all is read.
+
+    ``rows_hint`` sizes the matrix (pages never written cost no memory); it grows if needed.
+    """
+
+    def __init__(self, names: list[str], text: set[str], rows_hint: int) -> None:
+        self.names = names  # the selected columns, label first
+        self.text = text | {names[0]}  # kept as text whatever their type
+        self.features = names[1:]
+        self.rows_hint = max(rows_hint, 1)
+        self.X: NDArray[np.float64] | None = None
+        self.numeric: dict[str, int] = {}  # numeric feature -> its column in X
+        self.kept: dict[str, list[pa.Array]] = {}
+        self.rows = 0
+
+    def start(self, types: dict[str, pa.DataType]) -> NDArray[np.float64]:
+        """Set up for columns of these types (once)."""
+        if self.X is None:
+            for index, name in enumerate(self.features):
+                if name not in self.text and _is_numeric_type(types[name]):
+                    self.numeric[name] = index
+                else:
+                    self.kept[name] = []
+            self.kept[self.names[0]] = []
+            self.X = np.empty((self.rows_hint, len(self.features)), dtype=np.float64)
+        return self.X
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """The next rows."""
+        X = self.start({name: batch.column(name).type for name in self.names})
+        end = self.rows + batch.num_rows
+        if end > X.shape[0]:
+            X = np.empty((max(end, X.shape[0] * 3 // 2), X.shape[1]))
+            X[: self.rows] = self.X[: self.rows]  # type: ignore[index]
+            self.X = X
+        for name in self.names:
+            self.put(name, batch.column(name), self.rows)
+        self.rows = end
+
+    def put(self, name: str, column: pa.Array | pa.ChunkedArray, row: int) -> None:
+        """``column``'s cells as rows ``row``, ``row + 1``, ... of column ``name``."""
+        if name in self.kept:
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            self.kept[name].extend(chunks)
+            return
+        assert self.X is not None
+        out = self.X[:, self.numeric[name]]
+        if pa.types.is_null(column.type):
+            out[row : row + len(column)] = np.nan  # every cell empty
+        else:
+            _fill(column, out[row:])
+
+    def column(self, name: str) -> pa.ChunkedArray | None:
+        """A label or text column (None for a numeric one, in :attr:`matrix` already)."""
+        if name not in self.kept:
+            return None
+        return pa.chunked_array(self.kept.pop(name))
+
+    @property
+    def matrix(self) -> NDArray[np.float64]:
+        if self.X is None:
+            return np.empty((0, len(self.features)))
+        return self.X[: self.rows]
+
+
+def _is_numeric_type(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind))
+
+
 # --- where a row is ------------------------------------------------------------------------------
 
 
@@ -173,7 +250,8 @@ class _Reader:
         features: list[str] | None,
         categorical: set[str],
         progress: _Progress | None,
-    ) -> pa.Table:
+    ) -> _Collector:
+        """The label column, then the features, collected."""
         raise NotImplementedError
 
     def where(self, rows: set[int]) -> dict[int, _Where]:
@@ -200,16 +278,15 @@ class _CsvReader(_Reader):
         features: list[str] | None,
         categorical: set[str],
         progress: _Progress | None,
-    ) -> pa.Table:
+    ) -> _Collector:
         header, self.header_line = self._header()
         self.columns = _check_header(self.source, header, self.header_line)
         wanted = _select_columns(self.source, self.columns, self.header_line, label, features)
-        text_columns = {label} | categorical
         try:
-            table = self._arrow(wanted, text_columns, progress)
+            table = self._arrow(wanted, categorical, progress)
         except _DialectMismatch:
-            table = self._python(wanted)
-        if table.num_rows == 0:
+            table = self._python(wanted, categorical)
+        if table.rows == 0:
             raise DataFileError(
                 f"{self.source}: no data rows; expected at least one row after the header "
                 f"(line {self.header_line})"
@@ -218,12 +295,13 @@ class _CsvReader(_Reader):
 
     # pyarrow, the fast path
     def _arrow(
-        self, wanted: list[str], text_columns: set[str], progress: _Progress | None
-    ) -> pa.Table:
-        as_text: set[int] = {self.columns.index(name) for name in text_columns if name in wanted}
+        self, wanted: list[str], categorical: set[str], progress: _Progress | None
+    ) -> _Collector:
+        text = {wanted[0]} | categorical
+        as_text: set[int] = {self.columns.index(name) for name in text if name in wanted}
         while True:  # once more per column whose type pyarrow guessed from its first block
             try:
-                return self._arrow_once(wanted, as_text, progress)
+                return self._arrow_once(wanted, as_text, categorical, progress)
             except pa.ArrowInvalid as error:
                 found = _CONVERSION_ERROR.search(str(error))
                 column = int(found.group(1)) if found else None
@@ -233,12 +311,20 @@ class _CsvReader(_Reader):
                 as_text.add(column)
 
     def _arrow_once(
-        self, wanted: list[str], as_text: set[int], progress: _Progress | None
-    ) -> pa.Table:
+        self,
+        wanted: list[str],
+        as_text: set[int],
+        categorical: set[str],
+        progress: _Progress | None,
+    ) -> _Collector:
         with file_errors(self.source), pa.OSFile(self.source) as raw:
             stream: Any = raw
+            # A guess at the rows, from the first block: a gzip file is taken to hold 4 times
+            # its size in text (the matrix grows if the guess falls short).
+            text_bytes = raw.size()
             if self.source.lower().endswith(".gz"):
                 stream = pa.CompressedInputStream(raw, "gzip")
+                text_bytes *= 4
             try:
                 reader = pa_csv.open_csv(
                     stream,
@@ -259,20 +345,25 @@ class _CsvReader(_Reader):
                         false_values=[],
                     ),
                 )
-                batches = []
+                names = [f"c{self.columns.index(name)}" for name in wanted]
+                collected: _Collector | None = None
                 for batch in reader:
-                    batches.append(batch)
+                    batch = batch.select(names).rename_columns(wanted)
+                    if collected is None:
+                        blocks = text_bytes / _BLOCK_BYTES
+                        hint = int(batch.num_rows * blocks * 1.1) + batch.num_rows
+                        collected = _Collector(wanted, categorical, hint)
+                    collected.add(batch)
                     if progress is not None:
                         progress.advance(raw.tell())
-                table = pa.Table.from_batches(batches, reader.schema)
             except pa.ArrowInvalid:
                 raise
             except OSError as error:  # gzip: not a gzip file, truncated stream
                 raise DataFileError(f"{self.source}: cannot read the file: {error}") from None
-        return table.rename_columns([self.columns[int(name[1:])] for name in table.column_names])
+        return collected or _Collector(wanted, categorical, 0)
 
     # Python's csv module: today's dialect, for errors and for what pyarrow refuses
-    def _python(self, wanted: list[str]) -> pa.Table:
+    def _python(self, wanted: list[str], categorical: set[str]) -> _Collector:
         positions = [self.columns.index(name) for name in wanted]
         values: list[list[str | None]] = [[] for _ in positions]
         rows = self._rows(check_width=True)
@@ -281,7 +372,11 @@ class _CsvReader(_Reader):
             for out, position in zip(values, positions, strict=True):
                 text = row[position].strip()
                 out.append(text or None)
-        return pa.table({name: pa.array(v, pa.string()) for name, v in zip(wanted, values)})
+        collected = _Collector(wanted, categorical, len(values[0]))
+        if values[0]:
+            arrays = [pa.array(column, pa.string()) for column in values]
+            collected.add(pa.RecordBatch.from_arrays(arrays, names=wanted))
+        return collected
 
     def _open(self) -> IO[str]:
         # utf-8-sig drops the byte-order mark some spreadsheet programs write.
@@ -364,7 +459,6 @@ class _ParquetReader(_Reader):
     def __init__(self, source: str) -> None:
         self.source = source
         self.columns = []
-        self.table: pa.Table | None = None
 
     def read(
         self,
@@ -372,40 +466,44 @@ class _ParquetReader(_Reader):
         features: list[str] | None,
         categorical: set[str],
         progress: _Progress | None,
-    ) -> pa.Table:
+    ) -> _Collector:
         try:
             with file_errors(self.source):
                 parquet = pq.ParquetFile(self.source)
-            names = self.columns = list(parquet.schema_arrow.names)
-            duplicate = _first_duplicate(names)
-            if duplicate is not None:
-                raise DataFileError(
-                    f"{self.source}: duplicate column name {duplicate!r}; column names must be "
-                    "unique",
-                    field=duplicate,
-                )
-            wanted = _select_columns(self.source, names, None, label, features)
-            parts = []
-            for group in range(parquet.num_row_groups):
-                parts.append(parquet.read_row_group(group, columns=wanted))
-                if progress is not None:
-                    done = parquet.metadata.row_group(group).total_byte_size
-                    progress.advance(progress.position + done)
-            table = pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table()
+            with parquet:
+                names = self.columns = list(parquet.schema_arrow.names)
+                duplicate = _first_duplicate(names)
+                if duplicate is not None:
+                    raise DataFileError(
+                        f"{self.source}: duplicate column name {duplicate!r}; column names must "
+                        "be unique",
+                        field=duplicate,
+                    )
+                wanted = _select_columns(self.source, names, None, label, features)
+                total = parquet.metadata.num_rows
+                collected = _Collector(wanted, categorical, total)
+                schema = parquet.schema_arrow
+                collected.start({name: schema.field(name).type for name in wanted})
+                # A column at a time: the peak memory is the matrix and one column.
+                for done, name in enumerate(wanted, start=1):
+                    collected.put(name, parquet.read(columns=[name]).column(0), 0)
+                    if progress is not None:
+                        progress.advance(progress.size * done // len(wanted))
+                collected.rows = total
         except (pa.ArrowException, OSError) as error:
             raise DataFileError(
                 f"{self.source}: not a readable Parquet file (corrupt or truncated): {error}"
             ) from None
-        if table.num_rows == 0:
+        if collected.rows == 0:
             raise DataFileError(f"{self.source}: no data rows; expected at least one row")
-        self.table = table.select(wanted)
-        return self.table
+        return collected
 
     def where(self, rows: set[int]) -> dict[int, _Where]:
-        assert self.table is not None
+        # Only on an error: the rows are read again (the collected ones are converted).
+        table = pq.read_table(self.source)
         found = {}
         for row in rows:
-            values = self.table.slice(row, 1).to_pylist()[0]
+            values = table.slice(row, 1).to_pylist()[0]
             cells = {name: "" if value is None else str(value) for name, value in values.items()}
             found[row] = _Where(f"row {row}", row, cells)
         return found
@@ -428,19 +526,22 @@ class _Problem:
 
 def _columns(
     reader: _Reader,
-    table: pa.Table,
+    collected: _Collector,
     label: str,
     categorical: set[str],
     missing: bool,
     detect_categorical: bool,
 ) -> RawTable:
-    names = [name for name in table.column_names if name != label]
-    X = np.empty((table.num_rows, len(names)), dtype=np.float64)
+    names = collected.features
+    X = collected.matrix
     categories: dict[str, tuple[str, ...]] = {}
     problems: list[_Problem] = []
     for index, name in enumerate(names):
-        column = table.column(name)
         position = reader.columns.index(name)
+        column = collected.column(name)
+        if column is None:  # numeric, in X already
+            problems += _numeric_problems(X[:, index], position, name, missing)
+            continue
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             reader.where(set())  # text that is not UTF-8: the scan says where
             raise DataFileError(
@@ -451,19 +552,21 @@ def _columns(
         kind = _kind(column, name in categorical)
         if kind == "categorical" and not detect_categorical and name not in categorical:
             kind = "mixed"  # text where numbers are expected
+        text = _text(column)
         if kind == "numeric":
-            problems += _numeric(column, X[:, index], position, name, missing)
+            _fill(pc.cast(text, pa.float64()), X[:, index])
+            problems += _numeric_problems(X[:, index], position, name, missing)
+        elif kind == "mixed":
+            bad = pc.invert(pc.fill_null(_is_number(text), True))
+            problems.append(_Problem(0, _first(bad), position, name, "number"))
         else:
-            text = _text(column)
-            if kind == "mixed":
-                bad = pc.invert(pc.fill_null(_is_number(text), True))
-                problems.append(_Problem(0, _first(bad), position, name, "number"))
-                continue
             categories[name] = _categorical(text, X[:, index])
             if not missing and text.null_count:
                 row = _first(pc.is_null(text))
                 problems.append(_Problem(0, row, position, name, "category"))
-    labels = _text(table.column(label))
+    labels = collected.column(label)
+    assert labels is not None
+    labels = _text(labels)
     if labels.null_count:
         problems.append(_Problem(2, _first(pc.is_null(labels)), 0, label, "label"))
     if problems:
@@ -476,8 +579,7 @@ def _kind(column: pa.ChunkedArray, categorical: bool) -> str:
     """``numeric``, ``categorical`` or ``mixed`` (numbers and text: an error)."""
     if categorical:
         return "categorical"
-    kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+    if _is_numeric_type(column.type):
         return "numeric"
     values = pc.unique(_text(column)).drop_null()
     numbers = pc.sum(pc.cast(_is_number(values), pa.int64())).as_py() or 0
@@ -503,22 +605,23 @@ def _first(mask: Any) -> int:
     return int(pc.index(pc.fill_null(mask, False), True).as_py())
 
 
-def _numeric(
-    column: pa.ChunkedArray, out: NDArray[np.float64], position: int, name: str, missing: bool
-) -> list[_Problem]:
-    """Fill ``out`` (a column of X) with the values; the problems found."""
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        column = pc.cast(_text(column), pa.float64())
+def _fill(column: pa.Array | pa.ChunkedArray, out: NDArray[np.float64]) -> None:
     start = 0
-    for chunk in column.chunks:
-        values = chunk.to_numpy(zero_copy_only=False)
-        out[start : start + values.shape[0]] = values  # nulls come as NaN
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        values = chunk.to_numpy(zero_copy_only=False)  # nulls come as NaN
+        out[start : start + values.shape[0]] = values
         start += values.shape[0]
+
+
+def _numeric_problems(
+    values: NDArray[np.float64], position: int, name: str, missing: bool
+) -> list[_Problem]:
     problems = []
-    nan = np.isnan(out)
-    if not missing and nan.any():
-        problems.append(_Problem(0, int(np.argmax(nan)), position, name, "missing"))
-    infinite = np.isinf(out)
+    if not missing:
+        nan = np.isnan(values)
+        if nan.any():
+            problems.append(_Problem(0, int(np.argmax(nan)), position, name, "missing"))
+    infinite = np.isinf(values)
     if infinite.any():
         problems.append(_Problem(1, int(np.argmax(infinite)), position, name, "infinite"))
     return problems
