@@ -277,8 +277,9 @@ def load_table(
     Every column but ``label`` is a feature, unless ``features`` names the columns to use (in
     that order). A feature is categorical when ``categorical`` names it or when none of its
     cells is a number (with ``detect_categorical``); a column mixing numbers and text is an
-    error naming the first cell that is not a number. ``missing=True`` keeps empty and NaN cells as missing (``NaN`` in X);
-    otherwise they are errors. ``progress`` writes what loads, and how far, to stderr.
+    error naming the first cell that is not a number. ``missing=True`` keeps empty and NaN
+    cells as missing (``NaN`` in X); otherwise they are errors. ``progress`` writes what
+    loads, and how far, to stderr.
     Returns X: (n_samples, n_features) float64 (a raw dataset, :attr:`Dataset.is_raw`, when
     it has categorical columns or missing cells).
 

@@ -205,7 +205,9 @@ class FeatureEncoder:
                     raise ValueError(f"unknown kind {kind!r}")
                 features.append(feature)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptArtifactError(f"the stored feature encoding is malformed ({exc})") from None
+            raise CorruptArtifactError(
+                f"the stored feature encoding is malformed ({exc})"
+            ) from None
         return cls(tuple(features))
 
     # ------------------------------------------------------------------ encoding

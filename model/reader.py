@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -384,7 +384,7 @@ class _CsvReader(_Reader):
             return gzip.open(self.source, "rt", encoding="utf-8-sig", newline="")
         return open(self.source, encoding="utf-8-sig", newline="")
 
-    def _rows(self, *, check_width: bool = False) -> Iterator[tuple[int, list[str]]]:
+    def _rows(self, *, check_width: bool = False) -> Generator[tuple[int, list[str]], None, None]:
         """``(line, cells)`` of each non-blank row, header first; raising the precise error
         for malformed CSV, text that is not UTF-8, a ragged row (with ``check_width``)."""
         line = 0

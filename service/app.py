@@ -114,7 +114,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.softmax = AppState(settings, runtime, app_metrics, access)
     install_error_handlers(app)
-    limits = Limits(settings.max_rows, settings.max_learning_rate, settings.max_passes)
+    limits = Limits(
+        settings.max_rows,
+        settings.max_learning_rate,
+        settings.max_passes,
+        refuse_unknown_categories=settings.unknown_categories == "refuse",
+    )
     predict.install(app, limits)  # first in line: the hot path
     if settings.predict_requires_key:  # else nothing is installed: the hot path pays nothing
         close_route(app, "/predict", "predict")
