@@ -10,13 +10,14 @@ temporary directory as CSV (pyarrow's writer: 387 MB) and as Parquet (pyarrow's 
 snappy). Each measurement runs in a fresh process (so peak RSS is that load's own), in turn:
 
 * ``ours``: ``load_dataset(path, label="label")``, the float64 matrix and labels the trainer
-  gets (CSV: pyarrow's streaming reader, 1 MB blocks; Parquet: a column at a time);
+  gets (CSV: pyarrow's streaming reader, 4 MB blocks; Parquet: a column at a time);
 * ``pyarrow``: ``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` with their defaults,
   the raw read into an Arrow table and nothing else;
 * ``pyarrow+numpy``: that read, then the conversion to one float64 ``(200000, 100)`` matrix
   (``np.column_stack`` of the feature columns) and the labels as a NumPy array.
 
-Figures are medians over ``--rounds``; peak RSS is the child's ``ru_maxrss``.
+Figures are medians over ``--rounds``; peak RSS is the child's ``VmHWM`` (``ru_maxrss`` would
+start from the parent's size: Linux keeps it across ``execve``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -76,7 +76,8 @@ def child(kind: str, path: str) -> None:
             table.column("label").to_numpy()
             shape = X.shape
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "shape": list(shape)}))
 
 

@@ -46,8 +46,9 @@ __all__ = ["PARQUET_SUFFIXES", "RawTable", "file_errors", "read_table"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A file this big gets a progress bar on stderr (smaller ones just the line saying what loads).
 _BIG_FILE = 32 << 20
-# pyarrow's CSV block: small blocks keep the parser's buffers (and so the peak memory) small.
-_BLOCK_BYTES = 1 << 20
+# pyarrow's CSV block: small blocks keep the parser's buffers (and so the peak memory) small;
+# below 4 MB the 387 MB benchmark CSV reads slower (BENCHMARKS.md).
+_BLOCK_BYTES = 4 << 20
 # What pyarrow's string-to-double conversion takes as a number (checked on distinct values).
 _NUMBER = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)$"
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error")
@@ -192,8 +193,19 @@ class _Collector:
             X = np.empty((max(end, X.shape[0] * 3 // 2), X.shape[1]))
             X[: self.rows] = self.X[: self.rows]  # type: ignore[index]
             self.X = X
+        numeric = [name for name in self.numeric if not pa.types.is_null(batch.column(name).type)]
+        if numeric:  # one block of rows, then one copy: cheaper than a strided write per column
+            block = np.column_stack(
+                [batch.column(name).to_numpy(zero_copy_only=False) for name in numeric]
+            )
+            columns = [self.numeric[name] for name in numeric]
+            if columns == list(range(columns[0], columns[-1] + 1)):
+                X[self.rows : end, columns[0] : columns[-1] + 1] = block
+            else:
+                X[self.rows : end, columns] = block
         for name in self.names:
-            self.put(name, batch.column(name), self.rows)
+            if name not in numeric:
+                self.put(name, batch.column(name), self.rows)
         self.rows = end
 
     def put(self, name: str, column: pa.Array | pa.ChunkedArray, row: int) -> None:

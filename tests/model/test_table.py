@@ -105,13 +105,14 @@ def test_a_column_mixing_numbers_and_text_names_the_first_text_cell(tmp_path: Pa
 
 
 def test_text_after_the_first_block_of_a_big_file_is_found(tmp_path: Path) -> None:
-    # pyarrow guesses a column's type from its first block (1 MB): text further down makes it
+    # pyarrow guesses a column's type from its first block (4 MB): text further down makes it
     # read the column again as text, and the error still names the line.
-    rows = [f"{i},{i % 7}.5,c{i % 3}" for i in range(120_000)]
-    rows[100_000] = "100000,oops,c1"
+    rows = [f"{i},{i % 7}.5,c{i % 3}" for i in range(400_000)]
+    rows[350_000] = "350000,oops,c1"
     path = write_csv(tmp_path / "big.csv", "a,b,label\n" + "\n".join(rows) + "\n")
+    assert path.stat().st_size > 5 << 20
     error = error_of(load_table, path, "label")
-    assert error.message == f"{path}, line 100002, column 'b': expected a number, got 'oops'"
+    assert error.message == f"{path}, line 350002, column 'b': expected a number, got 'oops'"
 
 
 def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
