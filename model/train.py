@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset, load_dataset
+from .encoding import MISSING_CATEGORY, FeatureEncoder
 from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="CSV (header row), .npz with X and y, or builtin:digits|iris")
     p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
     p.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    _add_table_flags(p)
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
@@ -71,6 +73,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
+
+
+def _add_table_flags(parser: argparse.ArgumentParser) -> None:
+    """How a table's text columns and missing cells become features (model.encoding)."""
+    group = parser.add_argument_group("categorical features and missing values")
+    group.add_argument(
+        "--categorical",
+        help="comma-separated columns read as categories even if they hold numbers (a column "
+        "none of whose cells is a number is categorical anyway); one-hot encoded",
+    )
+    group.add_argument(
+        "--impute",
+        choices=("mean", "median", "none"),
+        default="mean",
+        help="missing cells (empty, NaN): numeric ones take the training rows' mean or median, "
+        "categorical ones the --missing-category; none: a missing cell is an error "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--missing-category",
+        default=MISSING_CATEGORY,
+        help="the category a missing categorical cell takes (default: %(default)s)",
+    )
+
+
+def _encoded(
+    args: argparse.Namespace, data: Dataset, train: Index
+) -> tuple[Dataset, FeatureEncoder | None]:
+    """A raw table encoded as learned on the training rows; other data as it is."""
+    if not data.is_raw:
+        return data, None
+    encoder = FeatureEncoder.fit(
+        data,
+        train,
+        impute=args.impute != "none",
+        numeric_fill="mean" if args.impute == "none" else args.impute,
+        missing_category=args.missing_category,
+    )
+    return encoder.encode_dataset(data), encoder
 
 
 def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
@@ -208,7 +249,15 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         )
         return None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    data = load_dataset(args.data, label=args.label, features=features)
+    categorical = [c.strip() for c in args.categorical.split(",")] if args.categorical else ()
+    data = load_dataset(
+        args.data,
+        label=args.label,
+        features=features,
+        categorical=categorical,
+        missing=args.impute != "none",
+        progress=not args.quiet,
+    )
     name = args.name or (
         args.data.split(":", 1)[1]
         if args.data.startswith("builtin:")
@@ -217,6 +266,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     train, val, test = train_val_test_split(
         data.y, args.val_fraction, args.test_fraction, args.seed
     )
+    data, encoder = _encoded(args, data, train)
     progress = not args.quiet and out.isatty()
     report: dict[str, Any] = {"model": name}
     chosen: dict[str, Any] = {}
@@ -253,6 +303,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         keep=args.keep,
         guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
         guard_rows=args.guard_rows,
+        encoder=encoder,
     )
     report.update(
         version=saved.version,
