@@ -14,7 +14,9 @@ artifact exist (``VersionMeta.kind``):
 
 * ``snapshot``: the full model: ``weights (d, k)``, ``bias (k,)``, optional
   ``velocity_weights``/``velocity_bias`` (momentum buffers), ``mean``/``scale`` (standardization),
-  ``classes (k,)`` and optional ``feature_names (d,)``;
+  ``classes (k,)`` and optional ``feature_names (d,)``; a model trained on a table with
+  categorical columns or missing cells also has ``encoder`` in its metadata: its raw features,
+  categories and fill values as JSON (:mod:`model.encoding`; since 0.3);
 * ``update``: one acknowledged online minibatch: ``X (m, d)`` raw rows and ``y (m,)`` class
   indices it was trained on, and optionally ``holdout_X``/``holdout_y``, the rows of the
   minibatch that went to the guard set instead; replaying it on the parent version reproduces
@@ -110,6 +112,7 @@ class VersionMeta(Mapping[str, Any]):
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     fingerprint: str | None = None
+    encoder: dict[str, Any] | None = None  # snapshots of models with a feature encoding (0.3)
     # Guarded learning (0.2). Absent from older artifacts: their defaults say "none".
     rows_seen: int = 0
     guard_offline_rows: int = 0
@@ -166,6 +169,8 @@ class VersionMeta(Mapping[str, Any]):
                 feature_names=self.feature_names,
                 training=self.training,
             )
+            if self.encoder is not None:  # absent otherwise: what older versions wrote
+                out["encoder"] = self.encoder
             if self.source == "offline":
                 out.update(metrics=self.metrics, fingerprint=self.fingerprint)
         else:

@@ -19,18 +19,15 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
 import os
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,8 +41,9 @@ from .errors import (
     InvalidParameterError,
     LengthMismatchError,
 )
+from .reader import PARQUET_SUFFIXES, file_errors, read_table
 from .splits import fingerprint
-from .validation import check_1d, check_2d, check_finite
+from .validation import check_1d, check_2d, check_finite, first_non_finite
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -55,6 +53,7 @@ __all__ = [
     "load_csv",
     "load_dataset",
     "load_npz",
+    "load_table",
 ]
 
 FilePath = str | os.PathLike[str]
@@ -98,6 +97,12 @@ class Dataset:
     shared between threads. ``eq=False``: arrays have no single truth value; compare
     :func:`fingerprint` values instead.
 
+    A table read with categorical columns or missing cells is *raw* (:attr:`is_raw`): the
+    column of a categorical feature holds each row's index into ``categories[name]`` (the
+    column's distinct values, sorted), and with ``missing`` true ``NaN`` marks a missing cell.
+    :class:`~model.encoding.FeatureEncoder` learns its one-hot encoding and imputation on the
+    training rows and turns it into a plain dataset (all-numeric, finite) for the estimator.
+
     >>> Dataset(np.zeros((2, 1)), np.array([0, 1]), ("x",), "label", "memory").n_samples
     2
     """
@@ -107,6 +112,8 @@ class Dataset:
     feature_names: tuple[str, ...]
     label_name: str
     source: str
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    missing: bool = False
 
     def __post_init__(self) -> None:
         features = np.asarray(self.X)
@@ -117,7 +124,12 @@ class Dataset:
                 f"X must have at least one row and one feature, got shape {features.shape}",
                 field="X",
             )
-        check_finite(features, "X")
+        if self.missing:  # NaN marks a missing cell; an infinity is still an error
+            bad = first_non_finite(np.where(np.isnan(features), 0.0, features))
+            if bad is not None:
+                check_finite(features[bad[0] : bad[0] + 1], "X")
+        else:
+            check_finite(features, "X")
         labels = check_1d(self.y, "y", allow_empty=True)
         if labels.shape[0] != features.shape[0]:
             raise LengthMismatchError(
@@ -138,9 +150,23 @@ class Dataset:
             raise InvalidInputError(
                 f"feature_names must be distinct, got {duplicate!r} twice", field="feature_names"
             )
+        unknown = [name for name in self.categories if name not in names]
+        if unknown:
+            raise InvalidInputError(
+                f"categories: {unknown[0]!r} is not a feature name", field="categories"
+            )
         object.__setattr__(self, "X", _read_only(features))
         object.__setattr__(self, "y", _read_only(labels))
         object.__setattr__(self, "feature_names", names)
+        object.__setattr__(
+            self, "categories", {name: tuple(self.categories[name]) for name in self.categories}
+        )
+
+    @property
+    def is_raw(self) -> bool:
+        """Whether the features need encoding (categorical columns or missing cells) before
+        the estimator can use them."""
+        return bool(self.categories) or (self.missing and bool(np.isnan(self.X).any()))
 
     @property
     def n_samples(self) -> int:
@@ -166,13 +192,21 @@ class Dataset:
 
 
 def load_dataset(
-    spec: FilePath, label: str | None = None, features: Sequence[str] | None = None
+    spec: FilePath,
+    label: str | None = None,
+    features: Sequence[str] | None = None,
+    *,
+    categorical: Sequence[str] = (),
+    missing: bool = False,
+    progress: bool = False,
 ) -> Dataset:
-    """Load ``builtin:iris``, ``builtin:digits``, or a ``.csv`` / ``.csv.gz`` / ``.npz`` file.
+    """Load ``builtin:iris``, ``builtin:digits``, or a ``.csv`` / ``.csv.gz`` / ``.parquet`` /
+    ``.npz`` file.
 
-    ``label`` names the label column and is required for CSV files (for a builtin it defaults to
-    the bundled label column; for npz it only names the ``y`` array). ``features`` selects and
-    orders feature columns by name. Returns X: (n_samples, n_features), y: (n_samples,).
+    ``label`` names the label column and is required for CSV and Parquet files (for a builtin
+    it defaults to the bundled label column; for npz it only names the ``y`` array).
+    ``features`` selects and orders feature columns by name. ``categorical``, ``missing`` and
+    ``progress`` are :func:`load_table`'s. Returns X: (n_samples, n_features), y: (n_samples,).
 
     >>> load_dataset("builtin:iris", features=["petal_width"]).X.shape
     (150, 1)
@@ -181,19 +215,22 @@ def load_dataset(
     if text.startswith(_BUILTIN_PREFIX):
         return _load_builtin(text[len(_BUILTIN_PREFIX) :], label, features)
     lowered = text.lower()
-    if lowered.endswith((".csv", ".csv.gz")):
+    if lowered.endswith((".csv", ".csv.gz", *PARQUET_SUFFIXES)):
         if label is None:
+            kind = "CSV" if ".csv" in lowered else "Parquet"
             raise DataFileError(
-                f"{text}: a label column is required for CSV files, got none", field="label"
+                f"{text}: a label column is required for {kind} files, got none", field="label"
             )
-        return load_csv(text, label, features)
+        return load_table(
+            text, label, features, categorical=categorical, missing=missing, progress=progress
+        )
     if lowered.endswith(".npz"):
         dataset = load_npz(text, label_hint=label)
         return dataset if features is None else _select_features(dataset, features)
     raise DataFileError(
         f"unsupported data set {text!r}: expected "
         + ", ".join(f"'{_BUILTIN_PREFIX}{name}'" for name in BUILTIN_DATASETS)
-        + " or a path ending in .csv, .csv.gz or .npz"
+        + " or a path ending in .csv, .csv.gz, .parquet or .npz"
     )
 
 
@@ -210,27 +247,71 @@ def load_builtin(name: str) -> Dataset:
 
 
 def load_csv(path: FilePath, label: str, features: Sequence[str] | None = None) -> Dataset:
-    """Load a CSV file (optionally gzip-compressed, ``.gz``) with a header row.
+    """Load an all-numeric CSV file (optionally gzip-compressed, ``.gz``) with a header row.
 
     Every column but ``label`` is a numeric feature, unless ``features`` names the columns to use
-    (in that order). Returns X: (n_samples, n_features) float64, y: (n_samples,). Blank lines are
-    skipped; fields are read by :mod:`csv`, so quoted fields may hold commas (spaces after a
-    comma are ignored); names and labels are stripped of surrounding spaces.
+    (in that order); a text column or a missing cell is an error (:func:`load_table` reads
+    those). Returns X: (n_samples, n_features) float64, y: (n_samples,). Blank lines are
+    skipped; quoted fields may hold commas and newlines; names, numbers and labels are stripped
+    of surrounding spaces.
 
     >>> load_csv(resources.files("model") / "datasets" / "iris.csv", "species").X.shape
     (150, 4)
     """
+    return load_table(path, label, features, detect_categorical=False)
+
+
+def load_table(
+    path: FilePath,
+    label: str,
+    features: Sequence[str] | None = None,
+    *,
+    categorical: Sequence[str] = (),
+    missing: bool = False,
+    progress: bool = False,
+    detect_categorical: bool = True,
+) -> Dataset:
+    """Load a table: CSV (``.csv``, ``.csv.gz``, header row) or Parquet (``.parquet``), read by
+    pyarrow (:mod:`model.reader`).
+
+    Every column but ``label`` is a feature, unless ``features`` names the columns to use (in
+    that order). A feature is categorical when ``categorical`` names it or when none of its
+    cells is a number (with ``detect_categorical``); a column mixing numbers and text is an
+    error naming the first cell that is not a number. ``missing=True`` keeps empty and NaN
+    cells as missing (``NaN`` in X); otherwise they are errors. ``progress`` writes what
+    loads, and how far, to stderr.
+    Returns X: (n_samples, n_features) float64 (a raw dataset, :attr:`Dataset.is_raw`, when
+    it has categorical columns or missing cells).
+
+    >>> load_table(resources.files("model") / "datasets" / "iris.csv", "species").X.shape
+    (150, 4)
+    """
     source = os.fspath(path)
     wanted = _check_feature_selection(features)
-    header, header_line, rows, lines = _read_csv(source)
-    columns = _check_header(source, header, header_line)
-    label_index, feature_indices = _select_columns(source, columns, header_line, label, wanted)
-    cells = np.array(rows, dtype=str).reshape(len(rows), len(columns))
-    line_numbers = np.asarray(lines, dtype=np.int64)
-    names = tuple(columns[index] for index in feature_indices)
-    X = _parse_features(source, cells[:, feature_indices], names, feature_indices, line_numbers)
-    y = _parse_labels(source, cells[:, label_index], columns[label_index], line_numbers)
-    return Dataset(X=X, y=y, feature_names=names, label_name=columns[label_index], source=source)
+    unknown = [name for name in categorical if wanted is not None and name not in wanted]
+    if unknown:
+        raise InvalidParameterError(
+            f"categorical: column {unknown[0]!r} is not among the selected features",
+            field="categorical",
+        )
+    table = read_table(
+        source,
+        label,
+        wanted,
+        categorical=categorical,
+        missing=missing,
+        progress=progress,
+        detect_categorical=detect_categorical,
+    )
+    return Dataset(
+        X=table.X,
+        y=_labels_from_text(table.y),
+        feature_names=table.feature_names,
+        label_name=table.label_name,
+        source=source,
+        categories=table.categories,
+        missing=missing,
+    )
 
 
 def load_npz(path: FilePath, label_hint: str | None = None) -> Dataset:
@@ -280,102 +361,7 @@ def _load_builtin(name: str, label: str | None, features: Sequence[str] | None) 
     return dataclasses.replace(dataset, source=f"{_BUILTIN_PREFIX}{name}")
 
 
-# --- CSV -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _file_errors(source: str) -> Iterator[None]:
-    """Why a file cannot be opened, as a DataFileError naming it."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise DataFileError(f"{source}: file not found") from None
-    except IsADirectoryError:
-        raise DataFileError(f"{source}: is a directory, expected a file") from None
-    except PermissionError:
-        raise DataFileError(f"{source}: permission denied") from None
-
-
-@contextmanager
-def _open_text(source: str) -> Iterator[IO[str]]:
-    # utf-8-sig drops the byte-order mark some spreadsheet programs write.
-    if source.lower().endswith(".gz"):
-        with gzip.open(source, "rt", encoding="utf-8-sig", newline="") as handle:
-            yield handle
-    else:
-        with open(source, encoding="utf-8-sig", newline="") as handle:
-            yield handle
-
-
-def _read_csv(source: str) -> tuple[list[str], int, list[list[str]], list[int]]:
-    """Header, its line, the data rows and the line each row starts on."""
-    line = 0
-    try:
-        with _file_errors(source), _open_text(source) as handle:
-            reader = csv.reader(handle, strict=True, skipinitialspace=True)
-            header: list[str] | None = None
-            for row in reader:
-                if row:
-                    header = row
-                    break
-            line = reader.line_num
-            if header is None:
-                raise DataFileError(
-                    f"{source}: the file is empty; expected a header row naming the columns"
-                )
-            header_line = line
-            width = len(header)
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            start = line + 1
-            for row in reader:
-                if row:
-                    if len(row) != width:
-                        raise DataFileError(
-                            f"{source}, line {start}: expected {width} fields (one per header "
-                            f"column), got {len(row)}",
-                            row=start,
-                        )
-                    rows.append(row)
-                    lines.append(start)
-                start = reader.line_num + 1
-                line = reader.line_num
-    except csv.Error as error:
-        raise DataFileError(
-            f"{source}, line {line + 1}: malformed CSV: {error}", row=line + 1
-        ) from None
-    except UnicodeDecodeError as error:
-        raise DataFileError(
-            f"{source}: not UTF-8 text (near line {line + 1}: {error.reason})"
-        ) from None
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataFileError(f"{source}: cannot read the file: {error}") from None
-    if not rows:
-        raise DataFileError(
-            f"{source}: no data rows; expected at least one row after the header (line "
-            f"{header_line})"
-        )
-    return header, header_line, rows, lines
-
-
-def _check_header(source: str, header: list[str], line: int) -> list[str]:
-    columns = [name.strip() for name in header]
-    for position, name in enumerate(columns, start=1):
-        if not name:
-            raise DataFileError(
-                f"{source}, line {line}: column {position} of the header has no name", row=line
-            )
-    seen: dict[str, int] = {}
-    for position, name in enumerate(columns, start=1):
-        if name in seen:
-            raise DataFileError(
-                f"{source}, line {line}: duplicate column name {name!r} (columns {seen[name]} "
-                f"and {position}); column names must be unique",
-                field=name,
-                row=line,
-            )
-        seen[name] = position
-    return columns
+# --- feature selection ---------------------------------------------------------------------
 
 
 def _check_feature_selection(features: Sequence[str] | None) -> list[str] | None:
@@ -399,107 +385,6 @@ def _check_feature_selection(features: Sequence[str] | None) -> list[str] | None
     return wanted
 
 
-def _select_columns(
-    source: str, columns: list[str], line: int, label: str, features: list[str] | None
-) -> tuple[int, list[int]]:
-    index = {name: position for position, name in enumerate(columns)}
-    available = ", ".join(repr(name) for name in columns)
-    if label not in index:
-        raise DataFileError(
-            f"{source}, line {line}: label column {label!r} not found; available columns: "
-            f"{available}",
-            field=label,
-            row=line,
-        )
-    label_index = index[label]
-    if features is None:
-        feature_indices = [position for position in range(len(columns)) if position != label_index]
-        if not feature_indices:
-            raise DataFileError(
-                f"{source}, line {line}: no feature columns; the header has only the label "
-                f"column {label!r}",
-                row=line,
-            )
-        return label_index, feature_indices
-    for name in features:
-        if name not in index:
-            raise DataFileError(
-                f"{source}, line {line}: feature column {name!r} not found; available columns: "
-                f"{available}",
-                field=name,
-                row=line,
-            )
-        if name == label:
-            raise DataFileError(
-                f"{source}, line {line}: column {name!r} is the label, it cannot also be a feature",
-                field=name,
-                row=line,
-            )
-    return label_index, [index[name] for name in features]
-
-
-def _parse_features(
-    source: str,
-    cells: NDArray[np.str_],
-    names: tuple[str, ...],
-    file_positions: list[int],
-    lines: NDArray[np.int64],
-) -> NDArray[np.float64]:
-    """``cells``: (n_rows, n_features) text; scan order for errors is the file's column order."""
-    order = np.argsort(file_positions, kind="stable")
-    try:
-        X = cells.astype(np.float64)
-    except ValueError:
-        row, column = _first_unparsable(cells, order)
-        text = str(cells[row, column])
-        got = "an empty field" if not text.strip() else repr(text)
-        raise DataFileError(
-            f"{source}, line {lines[row]}, column {names[column]!r}: expected a number, got {got}",
-            field=names[column],
-            row=int(lines[row]),
-        ) from None
-    bad = ~np.isfinite(X[:, order])
-    if bad.any():
-        row, ordered_column = (int(index) for index in np.argwhere(bad)[0])
-        column = int(order[ordered_column])
-        raise DataFileError(
-            f"{source}, line {lines[row]}, column {names[column]!r}: expected a finite number, "
-            f"got {str(cells[row, column])!r}",
-            field=names[column],
-            row=int(lines[row]),
-        )
-    return X
-
-
-def _first_unparsable(cells: NDArray[np.str_], order: NDArray[np.intp]) -> tuple[int, int]:
-    # Only reached on failure: find the row by rows, then the cell within it.
-    for row in range(cells.shape[0]):
-        try:
-            cells[row].astype(np.float64)
-        except ValueError:
-            for column in order.tolist():
-                try:
-                    cells[row, column : column + 1].astype(np.float64)
-                except ValueError:
-                    return row, int(column)
-    raise AssertionError("no unparsable cell found")  # pragma: no cover
-
-
-def _parse_labels(
-    source: str, cells: NDArray[np.str_], name: str, lines: NDArray[np.int64]
-) -> NDArray[Any]:
-    text = np.char.strip(cells)
-    empty = text == ""
-    if empty.any():
-        row = int(np.argmax(empty))
-        raise DataFileError(
-            f"{source}, line {lines[row]}, column {name!r}: expected a label, got an empty field",
-            field=name,
-            row=int(lines[row]),
-        )
-    return _labels_from_text(text)
-
-
 # --- npz -------------------------------------------------------------------------------------
 
 
@@ -507,7 +392,7 @@ def _read_npz(source: str) -> dict[str, NDArray[Any]]:
     arrays: dict[str, NDArray[Any]] = {}
     try:
         # Our own handle: np.load leaks the one it opens when the zip directory is corrupt.
-        with _file_errors(source), open(source, "rb") as handle:
+        with file_errors(source), open(source, "rb") as handle:
             archive = np.load(handle, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise DataFileError(

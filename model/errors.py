@@ -12,6 +12,7 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
     │   ├── NonFiniteError                       NaN or ±inf in the input
     │   ├── NotANumberError                      a boolean, string or null where a number belongs
     │   ├── UnknownLabelError                    a label that is not one of the model's classes
+    │   ├── UnknownCategoryError                 a category unseen in training, when refused
     │   ├── InvalidParameterError                a hyper-parameter out of its range
     │   ├── OutOfRangeError                      a row far outside the training data
     │   └── DataFileError                        an unreadable training file (CSV/npz)
@@ -52,6 +53,7 @@ __all__ = [
     "OutOfRangeError",
     "StoreBusyError",
     "StoreError",
+    "UnknownCategoryError",
     "UnknownFeatureError",
     "UnknownLabelError",
     "UpdateRejectedError",
@@ -101,6 +103,10 @@ class NotANumberError(InvalidInputError):
 
 class UnknownLabelError(InvalidInputError):
     code = "unknown_label"
+
+
+class UnknownCategoryError(InvalidInputError):
+    code = "unknown_category"
 
 
 class InvalidParameterError(InvalidInputError):

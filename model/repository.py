@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 from .artifact import OnlineStats, Record, Source, VersionMeta
 from .commit import GroupCommit, Job
 from .drift import DriftState
+from .encoding import FeatureEncoder
 from .errors import (
     CorruptArtifactError,
     InvalidParameterError,
@@ -72,6 +73,7 @@ from .versions import (
     VersionDetail,
     VersionInfo,
     VersionPage,
+    encoder_from,
     estimator_from,
     guard_arrays,
     guard_from,
@@ -247,6 +249,7 @@ class ModelRepository:
         guard: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
         guard_rows: int = 2000,
         activate: bool = True,
+        encoder: FeatureEncoder | None = None,
     ) -> LoadedModel:
         """Store a trained estimator as a new offline snapshot version, active unless
         ``activate=False`` (then the active version stays; activate it later with
@@ -254,16 +257,26 @@ class ModelRepository:
 
         ``guard=(X, y)``: held-out labelled rows the estimator was not trained on (the
         validation split), kept as the version's guard set: the first ``guard_rows`` of them,
-        and no more than :data:`~model.guard.GUARD_BYTES` of features.
+        and no more than :data:`~model.guard.GUARD_BYTES` of features. ``encoder``: how raw
+        rows become the estimator's features (stored with the snapshot, and with every later
+        snapshot of this lineage); ``guard`` then holds encoded rows.
         """
         check_model_name(name)
         arrays = estimator.to_arrays()  # raises NotFittedError first
         guard_set = self._offline_guard(estimator, guard, guard_rows)
-        draft = self._snapshot_meta(estimator, None, source="offline")
-        loaded = LoadedModel(name, 0, estimator, draft, guard_set)
+        if encoder is not None and encoder.n_encoded != estimator.n_features_in_:
+            raise InvalidParameterError(
+                f"encoder: makes {encoder.n_encoded} features, the estimator has "
+                f"{estimator.n_features_in_}",
+                field="encoder",
+            )
+        draft = self._snapshot_meta(estimator, None, source="offline", encoder=encoder)
+        loaded = LoadedModel(name, 0, estimator, draft, guard_set, encoder)
         with self.store.lock(name):
             meta = replace(
-                self._snapshot_meta(estimator, self._active_or_none(name), source="offline"),
+                self._snapshot_meta(
+                    estimator, self._active_or_none(name), source="offline", encoder=encoder
+                ),
                 training=training or {},
                 metrics=metrics or {},
                 fingerprint=fingerprint,
@@ -385,7 +398,7 @@ class ModelRepository:
             verdict, history = self._judge_history(current, step, verdict, after, request)
         finally:  # refused or not: the traffic's drift test sees every batch
             self._observe_traffic(current, step.report.loss_before)
-        candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard)
+        candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard, current.encoder)
         if after is not None:  # the new version's guard figures, from the judged ones
             candidate._figures[self.policy.surprise_quantile] = self._new_figures(
                 current, step, after
@@ -616,7 +629,7 @@ class ModelRepository:
                 meta = VersionMeta.from_json(record.meta)
                 estimator = estimator_from(record.arrays, meta)
                 guard = guard_from(record.arrays, meta)
-                start = LoadedModel(name, cursor, estimator, meta, guard)
+                start = LoadedModel(name, cursor, estimator, meta, guard, encoder_from(meta))
                 break
             pending.append(cursor)
             cursor = parent
@@ -718,7 +731,7 @@ class ModelRepository:
             base = guard or GuardSet.empty(X.shape[1])
             held_y = arrays["holdout_y"].astype(np.intp)
             guard = base.extended(arrays["holdout_X"], held_y, meta.guard_capacity)
-        return LoadedModel(parent.name, meta.version, updated, meta, guard)
+        return LoadedModel(parent.name, meta.version, updated, meta, guard, parent.encoder)
 
     # ------------------------------------------------------------------ internals
     def _update_record(
@@ -733,7 +746,9 @@ class ModelRepository:
         chain_bytes = parent.meta.chain_bytes + arrays_nbytes(update_arrays)
         snapshot_cost = arrays_nbytes(snapshot) + SNAPSHOT_SYNC_BYTES
         if chain_length > self.snapshot_every or chain_bytes >= snapshot_cost:
-            meta = self._snapshot_meta(step.updated, parent.version, source="online")
+            meta = self._snapshot_meta(
+                step.updated, parent.version, source="online", encoder=parent.encoder
+            )
             offline = step.guard.offline if step.guard else 0
             return replace(
                 meta,
@@ -840,7 +855,11 @@ class ModelRepository:
 
     @staticmethod
     def _snapshot_meta(
-        estimator: SoftmaxRegression, parent: int | None, *, source: Source
+        estimator: SoftmaxRegression,
+        parent: int | None,
+        *,
+        source: Source,
+        encoder: FeatureEncoder | None = None,
     ) -> VersionMeta:
         return VersionMeta(
             kind="snapshot",
@@ -852,6 +871,7 @@ class ModelRepository:
             n_features=estimator.n_features_in_,
             classes=[c.item() for c in estimator.classes_],
             feature_names=list(estimator.feature_names_) if estimator.feature_names_ else None,
+            encoder=encoder.to_json() if encoder is not None else None,
         )
 
     def _prune_after_commit(self, name: str) -> None:

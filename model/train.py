@@ -21,6 +21,7 @@ import numpy as np
 
 from .autotune import AUTO
 from .data import Dataset, load_dataset
+from .encoding import MISSING_CATEGORY, FeatureEncoder
 from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="CSV (header row), .npz with X and y, or builtin:digits|iris")
     p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
     p.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    _add_table_flags(p)
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
@@ -106,6 +108,45 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_table_flags(parser: argparse.ArgumentParser) -> None:
+    """How a table's text columns and missing cells become features (model.encoding)."""
+    group = parser.add_argument_group("categorical features and missing values")
+    group.add_argument(
+        "--categorical",
+        help="comma-separated columns read as categories even if they hold numbers (a column "
+        "none of whose cells is a number is categorical anyway); one-hot encoded",
+    )
+    group.add_argument(
+        "--impute",
+        choices=("mean", "median", "none"),
+        default="mean",
+        help="missing cells (empty, NaN): numeric ones take the training rows' mean or median, "
+        "categorical ones the --missing-category; none: a missing cell is an error "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--missing-category",
+        default=MISSING_CATEGORY,
+        help="the category a missing categorical cell takes (default: %(default)s)",
+    )
+
+
+def _encoded(
+    args: argparse.Namespace, data: Dataset, train: Index
+) -> tuple[Dataset, FeatureEncoder | None]:
+    """A raw table encoded as learned on the training rows; other data as it is."""
+    if not data.is_raw:
+        return data, None
+    encoder = FeatureEncoder.fit(
+        data,
+        train,
+        impute=args.impute != "none",
+        numeric_fill="mean" if args.impute == "none" else args.impute,
+        missing_category=args.missing_category,
+    )
+    return encoder.encode_dataset(data), encoder
 
 
 def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
@@ -297,7 +338,15 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         print(f"store {args.store} already holds {', '.join(models)}; not training", file=out)
         return None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    data = load_dataset(args.data, label=args.label, features=features)
+    categorical = [c.strip() for c in args.categorical.split(",")] if args.categorical else ()
+    data = load_dataset(
+        args.data,
+        label=args.label,
+        features=features,
+        categorical=categorical,
+        missing=args.impute != "none",
+        progress=not args.quiet,
+    )
     name = args.name or (
         args.data.split(":", 1)[1]
         if args.data.startswith("builtin:")
@@ -308,23 +357,20 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     )
     if args.report and not test.size:
         raise ModelError("--report needs test rows (--test-fraction > 0)")
+    data, encoder = _encoded(args, data, train)
     report: dict[str, Any] = {"model": name}
     estimator = _train(args, data, (train, val), report, progress=not args.quiet and out.isatty())
     metrics, proba = _test_metrics(estimator, data, test)
     training = _training_record(args, data, estimator, (train, val, test), report, started)
-    version = None if args.dry_run else _save(args, name, estimator, data, val, training, metrics)
+    version = (
+        None
+        if args.dry_run
+        else _save(args, name, estimator, (data, val, encoder), training, metrics)
+    )
     if args.report:
-        report["report"] = str(
-            write_report(
-                args.report,
-                history=estimator.history_,
-                y_true=check_labels(data.y[test], estimator.classes_),
-                proba=proba,
-                classes=[c.item() for c in estimator.classes_],
-                title=f"{name} version {version}" if version else f"{name} (dry run)",
-                summary=training,
-                best_epoch=estimator.best_epoch_,
-            )
+        title = f"{name} version {version}" if version else f"{name} (dry run)"
+        report["report"] = _write_report(
+            args.report, estimator, data.y[test], proba, title, training
         )
     report.update(
         version=version,
@@ -341,6 +387,28 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     )
     print(json.dumps(report) if args.json else _summary(args, report), file=out)
     return report
+
+
+def _write_report(
+    directory: Path,
+    estimator: SoftmaxRegression,
+    y_test: Any,
+    proba: Any,
+    title: str,
+    training: dict[str, Any],
+) -> str:
+    return str(
+        write_report(
+            directory,
+            history=estimator.history_,
+            y_true=check_labels(y_test, estimator.classes_),
+            proba=proba,
+            classes=[c.item() for c in estimator.classes_],
+            title=title,
+            summary=training,
+            best_epoch=estimator.best_epoch_,
+        )
+    )
 
 
 def _stored_models(store: str) -> list[str]:
@@ -403,11 +471,11 @@ def _save(
     args: argparse.Namespace,
     name: str,
     estimator: SoftmaxRegression,
-    data: Dataset,
-    val: Index,
+    source: tuple[Dataset, Index, FeatureEncoder | None],
     training: dict[str, Any],
     metrics: dict[str, Any],
 ) -> int:
+    data, val, encoder = source
     repository = ModelRepository(LocalArtifactStore(args.store), keep_last=args.keep_last)
     saved = repository.save(
         estimator,
@@ -419,6 +487,7 @@ def _save(
         guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
         guard_rows=args.guard_rows,
         activate=args.activate,
+        encoder=encoder,
     )
     return saved.version
 

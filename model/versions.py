@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .artifact import VersionMeta
+from .encoding import FeatureEncoder
 from .errors import CorruptArtifactError
 from .guard import GuardFigures, GuardPolicy, GuardSet, Verdict, figures
 from .optimizer import TrainState
@@ -31,6 +32,7 @@ __all__ = [
     "VersionDetail",
     "VersionInfo",
     "VersionPage",
+    "encoder_from",
     "estimator_from",
     "guard_arrays",
     "guard_from",
@@ -49,6 +51,7 @@ class LoadedModel:
     estimator: SoftmaxRegression
     meta: VersionMeta
     guard: GuardSet | None = None  # None: no guard set (a model from before 0.2, or none kept)
+    encoder: FeatureEncoder | None = None  # None: rows are the estimator's features as they are
     _figures: dict[float, GuardFigures | None] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -77,7 +80,7 @@ class LoadedModel:
     def layout(self) -> tuple[Any, ...]:
         """What a request's rows and labels are read against: versions with equal layouts
         read the same request the same way."""
-        return (self.n_features, self.feature_names, self.classes)
+        return (self.n_features, self.feature_names, self.classes, self.encoder)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,22 @@ def estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> Sof
         raise CorruptArtifactError(
             f"version {meta.version}: snapshot is incomplete or inconsistent ({exc})"
         ) from None
+
+
+def encoder_from(meta: VersionMeta) -> FeatureEncoder | None:
+    """The feature encoding a snapshot's metadata holds (None when it holds none)."""
+    if meta.encoder is None:
+        return None
+    try:
+        encoder = FeatureEncoder.from_json(meta.encoder)
+    except CorruptArtifactError as exc:
+        raise CorruptArtifactError(f"version {meta.version}: {exc.message}") from None
+    if encoder.n_encoded != meta.n_features:
+        raise CorruptArtifactError(
+            f"version {meta.version}: the feature encoding makes {encoder.n_encoded} features, "
+            f"the weights have {meta.n_features}"
+        )
+    return encoder
 
 
 def guard_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> GuardSet | None:

@@ -150,7 +150,12 @@ async def _load_active(settings: Settings, runtime: Runtime) -> None:
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:
     """The routes, /predict first in line: it is the hot path."""
-    limits = Limits(settings.max_rows, settings.max_learning_rate, settings.max_passes)
+    limits = Limits(
+        settings.max_rows,
+        settings.max_learning_rate,
+        settings.max_passes,
+        refuse_unknown_categories=settings.unknown_categories == "refuse",
+    )
     predict.install(app, limits)
     if settings.predict_requires_key:  # else nothing is installed: the hot path pays nothing
         close_route(app, "/predict", "predict")

@@ -178,13 +178,21 @@ def may_hold_booleans(raw: bytes) -> bool:
 
 
 def parse_instances(
-    value: Any, loaded: LoadedModel, max_rows: int, *, may_hold_booleans: bool = True
+    value: Any,
+    loaded: LoadedModel,
+    max_rows: int,
+    *,
+    may_hold_booleans: bool = True,
+    refuse_unknown_categories: bool = False,
 ) -> NDArray[np.float64]:
     """JSON ``instances`` -> validated float64 ``(n, d)`` for ``loaded``.
 
-    Rows are lists of ``d`` numbers, or objects keyed by the model's feature names.
-    ``may_hold_booleans=False`` (the raw body contains no ``true``/``false``) allows the fast
-    conversion; anything odd falls back to the precise per-cell checks.
+    Rows are lists of ``d`` numbers, or objects keyed by the model's feature names; for a model
+    with a feature encoding (categorical features, imputation), lists or objects of its raw
+    features' values, encoded here (``refuse_unknown_categories``: 422 for a category unseen
+    in training instead of all zeros). ``may_hold_booleans=False`` (the raw body contains no
+    ``true``/``false``) allows the fast conversion; anything odd falls back to the precise
+    per-cell checks.
     """
     n_features = loaded.n_features
     if not isinstance(value, list):
@@ -198,10 +206,20 @@ def parse_instances(
             f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
             field="instances",
         )
+    encoder = loaded.encoder
+    if encoder is not None:
+        rows = (
+            _rows_from_objects(value, encoder.names)
+            if isinstance(value[0], dict)
+            else _lists(value)
+        )
+        encoded = encoder.encode_rows(rows, refuse_unknown=refuse_unknown_categories)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return check_matrix(encoded, n_features)
     # Huge finite values overflow check_matrix's quick sum; it then checks cell by cell.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(value[0], dict):
-            return check_matrix(_rows_from_objects(value, loaded), n_features)
+            return check_matrix(_rows_from_objects(value, loaded.feature_names), n_features)
         if not may_hold_booleans:
             try:
                 arr = np.array(value)
@@ -226,8 +244,19 @@ def parse_instances(
         return check_matrix(value, n_features)
 
 
-def _rows_from_objects(rows: list[Any], loaded: LoadedModel) -> list[list[Any]]:
-    names = loaded.feature_names
+def _lists(rows: list[Any]) -> list[list[Any]]:
+    for row, item in enumerate(rows):
+        if not isinstance(item, list):
+            raise InvalidRequestError(
+                f"instances: expected every row to be a list like row 0, "
+                f"got {describe_value(item)} at row {row}",
+                field="instances",
+                row=row,
+            )
+    return rows
+
+
+def _rows_from_objects(rows: list[Any], names: tuple[str, ...] | None) -> list[list[Any]]:
     if names is None:
         raise UnknownFeatureError(
             "instances: this model has no feature names; send rows as lists of numbers",

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         1.0, gt=0, le=1e6, description="upper bound of a /train request's learning_rate"
     )
     max_passes: int = Field(10, ge=1, le=1000, description="upper bound of /train's passes")
+    unknown_categories: Literal["ignore", "refuse"] = Field(
+        "ignore",
+        description="a category a model did not see in training: ignore (all its one-hot "
+        "columns 0) or refuse (422 unknown_category naming the column and the value)",
+    )
     reload_interval: float = Field(
         0.5, gt=0, le=3600, description="seconds between checks of the store for new versions"
     )

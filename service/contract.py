@@ -46,7 +46,10 @@ MAX_VERSION = 2**62  # version numbers a client may send (path or body)
 
 Number = StrictFloat  # JSON Schema's "number": StrictFloat takes ints too, never bools or strings
 Label = StrictInt | StrictStr
-Row = list[Number] | dict[str, Number]
+# A cell: a number; for a model with categorical features a string (a category) in such a
+# column; null for a missing cell of a model that imputes (GET /models/{version}: raw_features).
+Cell = StrictFloat | StrictStr | None
+Row = list[Cell] | dict[str, Cell]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Limits:
     max_rows: int = 1000
     max_learning_rate: float = 1.0
     max_passes: int = 10
+    refuse_unknown_categories: bool = False  # how rows are read: 422 for an unseen category
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,14 @@ def rule(
 
 
 _ROWS_DOC = (
-    "Rows to score: each a list of exactly n_features finite numbers in the model's feature "
-    "order, or an object keyed by the model's feature names (all of them). Booleans, strings "
-    "and nulls are refused. GET /models/{version} lists n_features and feature_names."
+    "Rows to score: each an object keyed by the model's raw feature names (all of them), or a "
+    "list of their values in the order of raw_features (GET /models/{version}). A numeric "
+    "feature takes a finite number, a categorical one a string (one of its categories; an "
+    "unseen one sets none of its one-hot columns, or is refused with 422 unknown_category "
+    "when the service's unknown_categories setting is refuse). null is a missing value, "
+    "imputed as the model was trained (its raw_features' fill), for models that impute; "
+    "refused otherwise. For a model trained on numbers only, raw_features are its features "
+    "(n_features, feature_names): a list row is n_features numbers. Booleans are refused."
 )
 
 

@@ -5,7 +5,7 @@ Request bodies are declared in :mod:`service.contract`, which also documents the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,11 +155,33 @@ class ModelList(BaseModel):
     next_before: int | None = Field(description="pass as ?before= for the next page")
 
 
+class RawFeature(BaseModel):
+    """One column of the rows a client sends (model.encoding)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    categories: list[str] | None = Field(
+        None,
+        description="categorical: its categories, one one-hot feature each, in this order; a "
+        "value not listed sets none of them (or is refused, setting unknown_categories)",
+    )
+    fill: float | str | None = Field(
+        description="what a missing value (null) becomes: the training mean or median of a "
+        "numeric feature, the missing category of a categorical one; null: refused"
+    )
+
+
 class VersionDetail(VersionSummary):
     model: str
     n_features: int
     classes: list[Label]
-    feature_names: list[str] | None
+    feature_names: list[str] | None = Field(
+        description="the estimator's features (one-hot ones named column=category)"
+    )
+    raw_features: list[RawFeature] = Field(
+        description="the raw feature schema: what /predict and /train rows carry, in the "
+        "order of list rows"
+    )
     params: dict[str, Any] = Field(description="training settings of the estimator")
     training: dict[str, Any] = Field(description="how the offline ancestor was trained")
     fingerprint: str | None = Field(description="hash of the offline training data")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from model import VersionInfo
+from model.encoding import describe_raw_features
 
 from ..contract import MAX_VERSION
 from ..deps import Admin, State
@@ -42,7 +43,8 @@ async def list_versions(
     "/{version}", response_model=VersionDetail, responses=error_responses(404, 422, 500, 503)
 )
 async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
-    """One version's metadata: lineage, classes, features, training settings, metrics."""
+    """One version's metadata: lineage, classes, features (raw_features: what rows carry),
+    training settings, metrics."""
     detail = await run_in_threadpool(state.runtime.detail, version)
     snapshot = detail.snapshot
     return {
@@ -51,6 +53,9 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
         "n_features": snapshot.n_features,
         "classes": snapshot.classes,
         "feature_names": snapshot.feature_names,
+        "raw_features": describe_raw_features(
+            snapshot.encoder, snapshot.feature_names, snapshot.n_features
+        ),
         "params": snapshot.params,
         "training": snapshot.training,
         "fingerprint": snapshot.fingerprint,

@@ -55,7 +55,11 @@ def install(app: FastAPI, limits: Limits) -> None:
         else:
             loaded = await run_in_threadpool(runtime.model_for, body.version)
         X = parse_instances(
-            body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
+            body.instances,
+            loaded,
+            limits.max_rows,
+            may_hold_booleans=may_hold_booleans(raw),
+            refuse_unknown_categories=limits.refuse_unknown_categories,
         )
         if X.size * len(loaded.classes) > _INLINE_WORK:
             scores = await run_in_threadpool(runtime.predict, loaded, X)

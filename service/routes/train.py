@@ -62,7 +62,11 @@ def install(app: FastAPI, limits: Limits) -> None:
                 )
             loaded = state.runtime.require()
             X = parse_instances(
-                body.instances, loaded, limits.max_rows, may_hold_booleans=may_hold_booleans(raw)
+                body.instances,
+                loaded,
+                limits.max_rows,
+                may_hold_booleans=may_hold_booleans(raw),
+                refuse_unknown_categories=limits.refuse_unknown_categories,
             )
             take_rows(request, X.shape[0])
             result = await _in_thread(

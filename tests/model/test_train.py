@@ -153,7 +153,9 @@ def test_a_non_numeric_cell_exits_2_naming_file_line_and_column(
     store = tmp_path / "store"
     code, out, err = run_main(capsys, str(csv), "--label", "label", "--store", str(store))
     assert code == 2
-    assert err.strip() == f"error: {csv}, line 3, column 'b': expected a number, got 'oops'"
+    loading, error = err.strip().splitlines()  # the loader's line on stderr first (0.3)
+    assert loading == f"loading {csv} (0.0 MB)"
+    assert error == f"error: {csv}, line 3, column 'b': expected a number, got 'oops'"
     assert out == ""
     assert LocalArtifactStore(store).models() == []
 
@@ -188,7 +190,7 @@ def test_unknown_feature_column_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
         capsys, str(csv), "--label", "label", "--features", "zz", "--store", str(tmp_path / "s")
     )
     assert code == 2
-    assert err.startswith(f"error: {csv}, line 1: feature column 'zz' not found")
+    assert err.splitlines()[-1].startswith(f"error: {csv}, line 1: feature column 'zz' not found")
 
 
 def store_bytes(root: Path) -> dict[str, bytes]:

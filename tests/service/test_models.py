@@ -28,6 +28,7 @@ DETAIL_KEYS = SUMMARY_KEYS | {
     "guard",  # 0.2: the version on its guard set
     "drift",  # 0.2: the drift test at this version
     "guard_history",  # the guard's state across updates at this version
+    "raw_features",  # 0.3: what rows carry (numeric or categorical, categories, fill)
     "model",
     "n_features",
     "classes",
@@ -103,6 +104,12 @@ def test_version_detail(iris_client: TestClient) -> None:
     assert offline["model"] == "iris" and offline["version"] == 1 and offline["parent"] is None
     assert offline["source"] == "offline" and offline["kind"] == "snapshot"
     assert offline["n_features"] == 4
+    assert offline["raw_features"][0] == {
+        "name": "sepal_length",
+        "kind": "numeric",
+        "categories": None,
+        "fill": None,
+    }
     assert offline["classes"] == ["setosa", "versicolor", "virginica"]
     assert offline["feature_names"] == list(dataset("iris").feature_names)
     assert offline["params"] == fitted("iris").resolved_params()
