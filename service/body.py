@@ -236,12 +236,26 @@ def parse_instances(
                     row=row,
                 )
             if isinstance(item, list) and len(item) != n_features:
+                _refuse_nested(item, row)  # a 3-D array is not a feature count problem
                 raise FeatureCountError(
                     f"instances: expected {n_features} features, got {len(item)} (row {row})",
                     field="instances",
                     row=row,
                 )
         return check_matrix(value, n_features)
+
+
+def _refuse_nested(item: list[Any], row: int) -> None:
+    """A row holding a list where a number belongs: said as check_matrix says it."""
+    for column, cell in enumerate(item):
+        if isinstance(cell, list):
+            shown = str(cell)
+            raise NotANumberError(
+                f"instances: expected a number at row {row}, column {column}, got "
+                f"{shown if len(shown) <= 60 else shown[:57] + '...'}",
+                field="instances",
+                row=row,
+            )
 
 
 def _lists(rows: list[Any]) -> list[list[Any]]:
