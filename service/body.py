@@ -206,16 +206,8 @@ def parse_instances(
             f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
             field="instances",
         )
-    encoder = loaded.encoder
-    if encoder is not None:
-        rows = (
-            _rows_from_objects(value, encoder.names)
-            if isinstance(value[0], dict)
-            else _lists(value)
-        )
-        encoded = encoder.encode_rows(rows, refuse_unknown=refuse_unknown_categories)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return check_matrix(encoded, n_features)
+    if loaded.encoder is not None:
+        return _encoded(value, loaded, refuse_unknown_categories)
     # Huge finite values overflow check_matrix's quick sum; it then checks cell by cell.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(value[0], dict):
@@ -243,6 +235,16 @@ def parse_instances(
                     row=row,
                 )
         return check_matrix(value, n_features)
+
+
+def _encoded(value: list[Any], loaded: LoadedModel, refuse_unknown: bool) -> NDArray[np.float64]:
+    """Rows of raw feature values (a model with a feature encoding), encoded and checked."""
+    encoder = loaded.encoder
+    assert encoder is not None
+    rows = _rows_from_objects(value, encoder.names) if isinstance(value[0], dict) else _lists(value)
+    encoded = encoder.encode_rows(rows, refuse_unknown=refuse_unknown)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return check_matrix(encoded, loaded.n_features)
 
 
 def _refuse_nested(item: list[Any], row: int) -> None:
