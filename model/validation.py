@@ -152,16 +152,31 @@ def _as_float64(X: ArrayLike, n_features: int | None, field: str) -> NDArray[Any
         # Ragged rows: name the first row whose length differs from what is expected.
         rows: Any = X if isinstance(X, (list, tuple)) else []
         width = n_features if n_features is not None else len(rows[0]) if rows else 0
-        for row, values in enumerate(rows):
-            if len(values) != width:
-                raise FeatureCountError(
-                    f"{field}: expected {width} features, got {len(values)} (row {row})",
-                    field=field,
-                    row=row,
-                ) from None
+        check_row_widths(rows, width, field)
         raise FeatureCountError(
             f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
         ) from None
+
+
+def check_row_widths(rows: Sequence[Sized], width: int, field: str) -> None:
+    """Raise :class:`FeatureCountError` naming the first row that is not ``width`` long."""
+    for row, values in enumerate(rows):
+        if len(values) != width:
+            raise FeatureCountError(
+                f"{field}: expected {width} features, got {len(values)} (row {row})",
+                field=field,
+                row=row,
+            )
+
+
+def first_duplicate(names: Sequence[str]) -> str | None:
+    """The first name seen twice in ``names``, or None."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "instances") -> Float:
