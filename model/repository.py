@@ -471,18 +471,23 @@ class ModelRepository:
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
         if not verdict.accepted:
-            if policy.mode == "enforce" and not force:
-                raise UpdateRejectedError(
-                    f"update refused: {verdict.explain()}; the model is unchanged",
-                    details=verdict.to_json(),
-                )
-            log.warning(
-                "model %r: update %s although the guard refuses it: %s",
-                current.name,
-                "forced" if force else "applied (guard in log mode)",
-                verdict.explain(),
-            )
+            self._refuse_or_log(current.name, verdict, force)
         return verdict, after
+
+    def _refuse_or_log(self, name: str, verdict: Verdict, force: bool) -> None:
+        """A verdict that refuses: raised as the update's answer, or, when forced or when the
+        guard only logs, logged and the update applied."""
+        if self.policy.mode == "enforce" and not force:
+            raise UpdateRejectedError(
+                f"update refused: {verdict.explain()}; the model is unchanged",
+                details=verdict.to_json(),
+            )
+        log.warning(
+            "model %r: update %s although the guard refuses it: %s",
+            name,
+            "forced" if force else "applied (guard in log mode)",
+            verdict.explain(),
+        )
 
     def traffic_drift(self, name: str) -> DriftState | None:
         """The Page-Hinkley test over the loss of every minibatch this process checked for
@@ -528,17 +533,7 @@ class ModelRepository:
             verdict, history, evidence, request.key, loss_before, loss_after, policy
         )
         if verdict.accepted and not judged.accepted:
-            if policy.mode == "enforce" and not request.force:
-                raise UpdateRejectedError(
-                    f"update refused: {judged.explain()}; the model is unchanged",
-                    details=judged.to_json(),
-                )
-            log.warning(
-                "model %r: update %s although the guard refuses it: %s",
-                current.name,
-                "forced" if request.force else "applied (guard in log mode)",
-                judged.explain(),
-            )
+            self._refuse_or_log(current.name, judged, request.force)
         new_history = history.after(
             evidence,
             request.key,

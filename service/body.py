@@ -30,6 +30,7 @@ from model.errors import (
 )
 from model.validation import check_matrix, describe_value
 
+from .contract import Limits
 from .errors import (
     BodyEncodingError,
     BodyTooLargeError,
@@ -235,6 +236,20 @@ def parse_instances(
                     row=row,
                 )
         return check_matrix(value, n_features)
+
+
+def parse_request_instances(
+    instances: Any, loaded: LoadedModel, limits: Limits, raw: bytes
+) -> NDArray[np.float64]:
+    """:func:`parse_instances` as the routes call it: the request's limits, and the fast
+    conversion when the raw body holds no boolean."""
+    return parse_instances(
+        instances,
+        loaded,
+        limits.max_rows,
+        may_hold_booleans=may_hold_booleans(raw),
+        refuse_unknown_categories=limits.refuse_unknown_categories,
+    )
 
 
 def _encoded(value: list[Any], loaded: LoadedModel, refuse_unknown: bool) -> NDArray[np.float64]:
