@@ -43,7 +43,7 @@ from .errors import (
 )
 from .reader import PARQUET_SUFFIXES, file_errors, read_table
 from .splits import fingerprint
-from .validation import check_1d, check_2d, check_finite, first_non_finite
+from .validation import check_1d, check_2d, check_finite, first_duplicate, first_non_finite
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -145,7 +145,7 @@ class Dataset:
                 f"got {len(names)}",
                 field="feature_names",
             )
-        duplicate = _first_duplicate(names)
+        duplicate = first_duplicate(names)
         if duplicate is not None:
             raise InvalidInputError(
                 f"feature_names must be distinct, got {duplicate!r} twice", field="feature_names"
@@ -377,7 +377,7 @@ def _check_feature_selection(features: Sequence[str] | None) -> list[str] | None
         raise InvalidParameterError(
             "features is empty; expected at least one column name", field="features"
         )
-    duplicate = _first_duplicate(wanted)
+    duplicate = first_duplicate(wanted)
     if duplicate is not None:
         raise InvalidParameterError(
             f"features must be distinct, got {duplicate!r} twice", field="features"
@@ -459,7 +459,7 @@ def _npz_feature_names(source: str, names: NDArray[Any], n_features: int) -> tup
         raise DataFileError(
             f"{source}: array 'feature_names' is not ASCII text", field="feature_names"
         ) from None
-    duplicate = _first_duplicate(decoded)
+    duplicate = first_duplicate(decoded)
     if duplicate is not None:
         raise DataFileError(
             f"{source}: array 'feature_names' must be distinct, got {duplicate!r} twice",
@@ -526,15 +526,6 @@ def _labels_from_array(
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _first_duplicate(names: Sequence[str]) -> str | None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name
-        seen.add(name)
-    return None
 
 
 def _read_only(array: NDArray[Any]) -> NDArray[Any]:

@@ -46,12 +46,11 @@ from numpy.typing import NDArray
 
 from .errors import (
     CorruptArtifactError,
-    FeatureCountError,
     InvalidParameterError,
     NotANumberError,
     UnknownCategoryError,
 )
-from .validation import describe_value
+from .validation import check_row_widths, describe_value
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -261,14 +260,8 @@ class FeatureEncoder:
             {category: i for i, category in enumerate(feature.categories)}
             for feature in self.features
         ]
-        width = len(self.features)
+        check_row_widths(rows, len(self.features), field)
         for row, values in enumerate(rows):
-            if len(values) != width:
-                raise FeatureCountError(
-                    f"{field}: expected {width} features, got {len(values)} (row {row})",
-                    field=field,
-                    row=row,
-                )
             offset = 0
             for feature, lookup, value in zip(self.features, lookups, values, strict=True):
                 if value is None and feature.fill is not None:

@@ -19,6 +19,7 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
     ├── NotFittedError                           the estimator has not been trained yet
     ├── DivergenceError                          an update would make a weight non-finite
     ├── UpdateRejectedError                      the guard judged an update harmful
+    ├── MissingDependencyError                   an optional extra is not installed
     └── StoreError                               the artifact store
         ├── ModelNotFoundError                   no such model name (or the store is empty)
         ├── VersionNotFoundError                 no such version (or removed by retention)
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidParameterError",
     "LengthMismatchError",
+    "MissingDependencyError",
     "ModelError",
     "ModelChangedError",
     "ModelNotFoundError",
@@ -135,6 +137,12 @@ class UpdateRejectedError(ModelError):
     def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.details = details or {}
+
+
+class MissingDependencyError(ModelError):
+    """A feature needs an optional extra; the message names the ``pip install`` that adds it."""
+
+    code = "missing_dependency"
 
 
 class StoreError(ModelError):

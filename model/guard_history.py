@@ -37,7 +37,7 @@ A forced update (an administrator's) adds no evidence: it is trusted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -165,8 +165,8 @@ def judge_history(
             and loss_after > loss_before
         ):
             reason = "guard_loss_total"
-    return Verdict(
-        **{name: getattr(verdict, name) for name in _ONE_UPDATE},
+    return replace(
+        verdict,
         accepted=reason is None,
         reason=reason,
         pooled_surprise=pooled,
@@ -178,18 +178,3 @@ def judge_history(
         max_total_loss_increase=policy.max_total_loss_increase,
         suspect_rate=policy.suspect_rate,
     )
-
-
-_ACROSS = {
-    "accepted",
-    "reason",
-    "pooled_surprise",
-    "key_pooled_surprise",
-    "pooled_limit",
-    "reference_version",
-    "reference_loss",
-    "loss_vs_reference",
-    "max_total_loss_increase",
-    "suspect_rate",
-}
-_ONE_UPDATE = tuple(name for name in Verdict.__dataclass_fields__ if name not in _ACROSS)

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,9 @@ from .maths import cross_entropy
 from .validation import check_1d, check_2d, check_finite
 
 __all__ = [
+    "Calibration",
     "accuracy",
+    "calibration",
     "classification_report",
     "confusion_matrix",
     "log_loss",
@@ -120,6 +123,44 @@ def precision_recall_f1(
             f"confusion must hold counts >= 0, got {counts.min()}", field="confusion"
         )
     return _precision_recall_f1(counts.astype(np.int64, copy=False))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Top-label calibration in equal-width confidence bins ``(edges[i], edges[i + 1]]``.
+
+    ``edges``: (n_bins + 1,) from 0 to 1; ``count``: (n_bins,) rows whose top probability falls
+    in each bin; ``confidence`` and ``accuracy``: (n_bins,) their mean top probability and the
+    fraction predicted right, NaN for an empty bin. ``expected_calibration_error`` is the
+    count-weighted mean of ``|accuracy - confidence|`` over the bins (Guo et al., 2017).
+    """
+
+    edges: NDArray[np.float64]
+    count: NDArray[np.int64]
+    confidence: NDArray[np.float64]
+    accuracy: NDArray[np.float64]
+    expected_calibration_error: float
+
+
+def calibration(y_true: ArrayLike, proba: ArrayLike, n_bins: int = 15) -> Calibration:
+    """How far the probability of the predicted class is from how often that class is right.
+
+    ``y_true``: (n_samples,) integer class indices; ``proba``: (n_samples, n_classes). The
+    predicted class is each row's argmax (as ``predict``) and its probability the row's
+    confidence; rows are binned by confidence into ``n_bins`` equal-width bins.
+
+    >>> result = calibration([0, 1, 1], [[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], n_bins=2)
+    >>> result.count.tolist(), round(result.expected_calibration_error, 4)
+    ([0, 3], 0.0667)
+    """
+    truth = _labels(y_true, "y_true")
+    probabilities = _probabilities(proba, truth.shape[0])
+    _check_label_range(truth, probabilities.shape[1], "y_true", "proba has only {k} columns")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise InvalidParameterError(
+            f"n_bins must be an integer >= 1, got {n_bins!r}", field="n_bins"
+        )
+    return _calibration(truth, probabilities, int(n_bins))
 
 
 def classification_report(
@@ -311,6 +352,26 @@ def _precision_recall_f1(
     # (as 0) when either of them is not.
     f1 = _divide_or_zero(2.0 * true_positives, predicted + support)
     return precision, recall, f1, support.astype(np.int64, copy=False)
+
+
+def _calibration(
+    truth: NDArray[np.int64], probabilities: NDArray[np.float64], n_bins: int
+) -> Calibration:
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(truth.shape[0]), predicted]
+    correct = (predicted == truth).astype(np.float64)
+    # Right-closed bins: a confidence equal to an inner edge belongs to the bin below it.
+    # Comparing with the edges themselves avoids the rounding of confidence * n_bins.
+    bins = np.searchsorted(edges[1:-1], confidence, side="left")
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore"):  # an empty bin's mean is NaN, by design
+        mean_confidence = np.bincount(bins, confidence, n_bins) / count
+        mean_accuracy = np.bincount(bins, correct, n_bins) / count
+    filled = count > 0
+    gap = np.abs(mean_accuracy[filled] - mean_confidence[filled])
+    error = float(np.sum(count[filled] * gap) / truth.shape[0])
+    return Calibration(edges, count.astype(np.int64), mean_confidence, mean_accuracy, error)
 
 
 def _divide_or_zero(

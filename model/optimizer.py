@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
-from .maths import Float, Gradient, Index, loss_and_gradient
+from .errors import InvalidParameterError
+from .maths import Float, Index, loss_and_gradient
 from .params import PARAMETERS, check_params
 
-__all__ = ["SCHEDULES", "SGDSettings", "TrainState", "sgd_step"]
+__all__ = [
+    "LINEAR_END",
+    "SCHEDULES",
+    "SGDSettings",
+    "StepFigures",
+    "TrainState",
+    "linear_rate",
+    "sgd_step",
+]
 
-SCHEDULES = PARAMETERS["schedule"].choices
+SCHEDULES = tuple(c for c in PARAMETERS["schedule"].choices if c != "auto")
 
 
 @dataclass(frozen=True)
@@ -25,26 +35,46 @@ class SGDSettings:
     """Optimizer settings.
 
     ``learning_rate`` is the step size ``eta0``. With ``schedule="invscaling"`` step ``t`` uses
-    ``eta0 / (1 + t / decay_steps) ** power_t``. ``momentum`` is the classical (heavy-ball)
-    coefficient ``mu``: ``v <- mu v - eta g``, ``w <- w + v``; 0 turns it off. ``l2`` weights the
-    ``(l2/2)||W||^2`` penalty. Defaults and valid ranges are declared in :mod:`model.params`.
+    ``eta0 / (1 + t / decay_steps) ** power_t``; with ``schedule="linear"`` it falls linearly
+    from ``eta0`` to ``eta0 / 100`` at step ``decay_steps`` and stays there. ``momentum`` is
+    the classical (heavy-ball) coefficient ``mu``: ``v <- mu v - eta g``, ``w <- w + v``; 0
+    turns it off. ``l2`` weights the ``(l2/2)||W||^2`` penalty. Valid ranges are declared in
+    :mod:`model.params`; the values are concrete (an estimator resolves ``"auto"`` first, see
+    :mod:`model.autotune`). The defaults are the estimator's fixed defaults before 0.4.
     """
 
-    learning_rate: float = PARAMETERS["learning_rate"].default
-    schedule: str = PARAMETERS["schedule"].default
+    learning_rate: float = 0.05
+    schedule: str = "constant"
     power_t: float = PARAMETERS["power_t"].default
     decay_steps: float = PARAMETERS["decay_steps"].default
     momentum: float = PARAMETERS["momentum"].default
-    l2: float = PARAMETERS["l2"].default
+    l2: float = 1e-3
 
     def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if isinstance(value, str) and value == "auto":
+                raise InvalidParameterError(
+                    f"{name}: 'auto' is chosen from the data by SoftmaxRegression.fit; "
+                    "SGDSettings needs the value",
+                    field=name,
+                )
         check_params(self.__dict__)
 
     def rate(self, step: int) -> float:
         """Learning rate for the ``step``-th update (0-based)."""
         if self.schedule == "invscaling":
             return float(self.learning_rate / (1.0 + step / self.decay_steps) ** self.power_t)
+        if self.schedule == "linear":
+            return linear_rate(self.learning_rate, step, self.decay_steps)
         return self.learning_rate
+
+
+LINEAR_END = 0.01  # the linear schedule's last rate, as a fraction of its first
+
+
+def linear_rate(start: float, step: float, steps: float) -> float:
+    """``start`` falling linearly to ``start * LINEAR_END`` over ``steps`` steps, then flat."""
+    return float(start * max(1.0 - step / steps * (1.0 - LINEAR_END), LINEAR_END))
 
 
 @dataclass(frozen=True)
@@ -84,29 +114,53 @@ class TrainState:
         return bool(np.isfinite(self.weights).all() and np.isfinite(self.bias).all())
 
 
+class StepFigures(NamedTuple):
+    """What a step learned about its minibatch before changing the model: the prequential
+    (test-then-train) log-loss and the number of rows already classified correctly."""
+
+    loss: float
+    correct: int
+
+
 def sgd_step(
     state: TrainState,
     X: Float,
     y: Index,
     settings: SGDSettings,
     learning_rate: float | None = None,
-) -> tuple[TrainState, Gradient]:
+) -> tuple[TrainState, StepFigures]:
     """One SGD step on the minibatch ``X: (m, d)``, ``y: (m,)``.
 
-    Returns the new state and the :class:`Gradient` taken at the *old* parameters, whose loss
-    and correct count are the minibatch's prequential (test-then-train) figures.
+    Returns the new state and the minibatch's figures at the *old* parameters.
     ``learning_rate`` overrides the schedule for this step only; the step count advances either
     way so the schedule continues where it was.
+
+    The input state is never edited (a reader may hold it). Besides the new state's own
+    arrays, a step allocates one weight-sized array, the gradient, which it then scales in
+    place: ``v' = mu v - eta g`` is computed as ``mu v`` into the new velocity, minus
+    ``eta g`` scaled in the gradient's buffer, so the result is bit for bit the textbook
+    expression's.
     """
     eta = settings.rate(state.step) if learning_rate is None else learning_rate
-    grad = loss_and_gradient(X, y, state.weights, state.bias, settings.l2)
-    grad_w, grad_b = grad.weights, grad.bias
-    if state.velocity_weights is not None and state.velocity_bias is not None:
-        velocity_weights = settings.momentum * state.velocity_weights - eta * grad_w
-        velocity_bias = settings.momentum * state.velocity_bias - eta * grad_b
+    grad = loss_and_gradient(X, y, state.weights, state.bias, 0.0)
+    grad_w, grad_b = grad.weights, grad.bias  # fresh arrays, ours to scale in place
+    momentum = state.velocity_weights is not None and state.velocity_bias is not None
+    # The new velocity's buffer (or the new weights', without momentum) holds l2 * W first.
+    buffer = np.empty_like(state.weights)
+    if settings.l2:
+        np.multiply(state.weights, settings.l2, out=buffer)
+        grad_w += buffer  # the penalty's gradient, as loss_and_gradient adds it
+    grad_w *= eta
+    grad_b *= eta
+    figures = StepFigures(grad.loss, grad.correct)
+    if momentum:
+        assert state.velocity_weights is not None and state.velocity_bias is not None
+        velocity_weights = np.multiply(state.velocity_weights, settings.momentum, out=buffer)
+        velocity_weights -= grad_w
+        velocity_bias = settings.momentum * state.velocity_bias - grad_b
         weights = state.weights + velocity_weights
         bias = state.bias + velocity_bias
-        return TrainState(weights, bias, velocity_weights, velocity_bias, state.step + 1), grad
-    weights = state.weights - eta * grad_w
-    bias = state.bias - eta * grad_b
-    return TrainState(weights, bias, None, None, state.step + 1), grad
+        return TrainState(weights, bias, velocity_weights, velocity_bias, state.step + 1), figures
+    weights = np.subtract(state.weights, grad_w, out=buffer)
+    bias = state.bias - grad_b
+    return TrainState(weights, bias, None, None, state.step + 1), figures

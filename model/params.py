@@ -24,7 +24,13 @@ import numpy as np
 
 from .errors import InvalidParameterError
 
-__all__ = ["HYPER_PARAMETERS", "PARAMETERS", "HyperParameter", "check_params"]
+__all__ = [
+    "HYPER_PARAMETERS",
+    "LEGACY_DEFAULTS",
+    "PARAMETERS",
+    "HyperParameter",
+    "check_params",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class HyperParameter:
     closed: Literal["neither", "left", "both"] = "left"
     choices: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    auto: bool = False  # also accepts "auto": chosen from the data (model.autotune)
 
     @property
     def expected(self) -> str:
@@ -66,6 +73,8 @@ class HyperParameter:
 
     def check(self, value: Any) -> None:
         """Raise :class:`InvalidParameterError` (``field`` = the name) unless ``value`` is valid."""
+        if self.auto and isinstance(value, str) and value == "auto":
+            return
         if self.kind is float and (
             isinstance(value, bool) or not isinstance(value, int | float | np.number)
         ):
@@ -100,43 +109,105 @@ class HyperParameter:
 HYPER_PARAMETERS: tuple[HyperParameter, ...] = (
     HyperParameter(
         "learning_rate",
-        0.05,
+        "auto",
         float,
-        "SGD step size eta0",
+        "SGD step size eta0 (auto: the best of a short probe over a log-scale grid)",
         low=0,
         closed="neither",
         flags=("--learning-rate", "--lr"),
+        auto=True,
     ),
     HyperParameter(
         "schedule",
-        "constant",
+        "auto",
         str,
-        "learning-rate schedule: constant, or invscaling: eta0 / (1 + t / decay_steps) ** power_t",
-        choices=("constant", "invscaling"),
+        "learning-rate schedule: constant; invscaling: eta0 / (1 + t / decay_steps) ** power_t; "
+        "linear: eta0 falling linearly to eta0 / 100 at step decay_steps; auto: linear over "
+        "the planned epochs",
+        choices=("constant", "invscaling", "linear", "auto"),
     ),
     HyperParameter(
         "power_t", 0.5, float, "exponent of the invscaling schedule", low=0, high=10, closed="both"
     ),
     HyperParameter(
-        "decay_steps", 1000.0, float, "step scale of invscaling", low=0, closed="neither"
+        "decay_steps",
+        1000.0,
+        float,
+        "step scale of invscaling, length of linear",
+        low=0,
+        closed="neither",
     ),
     HyperParameter(
         "momentum", 0.9, float, "classical momentum coefficient (0: off)", low=0, high=1
     ),
-    HyperParameter("l2", 1e-3, float, "L2 penalty (l2/2)||W||^2, the bias not penalized", low=0),
-    HyperParameter("batch_size", 32, int, "rows per minibatch", low=1),
-    HyperParameter("epochs", 100, int, "most passes over the training rows", low=0),
     HyperParameter(
-        "patience", 10, int, "early stopping: epochs without a validation gain of tol", low=1
+        "l2",
+        "auto",
+        float,
+        "L2 penalty (l2/2)||W||^2, the bias not penalized (auto: 1 / training rows, "
+        "scikit-learn's C=1)",
+        low=0,
+        auto=True,
+    ),
+    HyperParameter(
+        "batch_size",
+        "auto",
+        int,
+        "rows per minibatch (auto: training rows / 250 as a power of two in [32, 1024])",
+        low=1,
+        auto=True,
+    ),
+    HyperParameter(
+        "epochs",
+        "auto",
+        int,
+        "most passes over the training rows (auto: about 8000 steps, in [5, 100])",
+        low=0,
+        auto=True,
+    ),
+    HyperParameter(
+        "patience",
+        10,
+        int,
+        "early stopping: epochs without a validation gain of tol (linear schedule: then the "
+        "rate anneals to its end over a few epochs before stopping)",
+        low=1,
     ),
     HyperParameter(
         "tol", 1e-4, float, "early stopping: the least validation log-loss gain that counts", low=0
     ),
     HyperParameter("seed", 0, int, "seed of each epoch's row order", low=0),
     HyperParameter("standardize", True, bool, "scale features by the training rows' statistics"),
+    HyperParameter(
+        "online_learning_rate",
+        "auto",
+        float,
+        "default step size of a service's online update (/train: single minibatches, plain "
+        "SGD unless the service carries momentum; auto: the learning rate, at most "
+        "1 / (1 + mean squared norm of a standardized row))",
+        low=0,
+        closed="neither",
+        auto=True,
+    ),
 )
 
 PARAMETERS: dict[str, HyperParameter] = {p.name: p for p in HYPER_PARAMETERS}
+
+# The fixed defaults before "auto" (0.4): what a stored version's missing setting meant.
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "schedule": "constant",
+    "power_t": 0.5,
+    "decay_steps": 1000.0,
+    "momentum": 0.9,
+    "l2": 1e-3,
+    "batch_size": 32,
+    "epochs": 100,
+    "patience": 10,
+    "tol": 1e-4,
+    "seed": 0,
+    "standardize": True,
+}
 
 
 def check_params(values: Mapping[str, Any]) -> None:

@@ -11,6 +11,13 @@ from .maths import Float
 __all__ = ["Standardizer"]
 
 _FLOAT64 = np.dtype(np.float64)
+_BLOCK_CELLS = 1 << 18  # 2 MiB of float64 per temporary
+
+
+def _blocks(X: Float) -> list[Float]:
+    """``X`` as views of a few thousand rows each (about :data:`_BLOCK_CELLS` cells)."""
+    rows = max(256, _BLOCK_CELLS // max(X.shape[1], 1))
+    return [X[start : start + rows] for start in range(0, max(X.shape[0], 1), rows)]
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,23 @@ class Standardizer:
     def fit(cls, X: Float) -> Standardizer:
         """Learn mean and scale from ``X: (n_samples, n_features)``."""
         # Moments of X / max|X| per column, scaled back: squares of values beyond ~1e154
-        # would overflow and turn a legitimate feature into an infinite scale.
-        peak = np.abs(X).max(axis=0)
+        # would overflow and turn a legitimate feature into an infinite scale. Two passes over
+        # blocks of rows, so that no temporary is as large as X.
+        n = X.shape[0]
+        peak = np.zeros(X.shape[1])
+        for block in _blocks(X):
+            np.maximum(peak, np.abs(block).max(axis=0), out=peak)
         peak = np.where(peak > 0, peak, 1.0)
-        unit = X / peak
-        mean = unit.mean(axis=0) * peak
-        std = unit.std(axis=0) * peak
+        total = np.zeros(X.shape[1])
+        for block in _blocks(X):
+            total += (block / peak).sum(axis=0)
+        unit_mean = total / n
+        squares = np.zeros(X.shape[1])
+        for block in _blocks(X):
+            centred = block / peak - unit_mean
+            squares += np.einsum("ij,ij->j", centred, centred)
+        mean = unit_mean * peak
+        std = np.sqrt(squares / n) * peak
         # Treat spreads at round-off level of the mean as constant: dividing by them would
         # turn float noise into huge standardized values.
         tiny = np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0) * 10

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from .errors import DataFileError
+from .validation import first_duplicate
 
 __all__ = ["PARQUET_SUFFIXES", "RawTable", "file_errors", "read_table"]
 
@@ -484,7 +485,7 @@ class _ParquetReader(_Reader):
                 parquet = pq.ParquetFile(self.source)
             with parquet:
                 names = self.columns = list(parquet.schema_arrow.names)
-                duplicate = _first_duplicate(names)
+                duplicate = first_duplicate(names)
                 if duplicate is not None:
                     raise DataFileError(
                         f"{self.source}: duplicate column name {duplicate!r}; column names must "
@@ -741,12 +742,3 @@ def _select_columns(
                 row=line,
             )
     return [label, *features]
-
-
-def _first_duplicate(names: Sequence[str]) -> str | None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name
-        seen.add(name)
-    return None

@@ -248,9 +248,12 @@ class ModelRepository:
         keep: bool = False,
         guard: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
         guard_rows: int = 2000,
+        activate: bool = True,
         encoder: FeatureEncoder | None = None,
     ) -> LoadedModel:
-        """Store a trained estimator as a new (active) offline snapshot version.
+        """Store a trained estimator as a new offline snapshot version, active unless
+        ``activate=False`` (then the active version stays; activate it later with
+        :meth:`activate`). The first version of a model is always active.
 
         ``guard=(X, y)``: held-out labelled rows the estimator was not trained on (the
         validation split), kept as the version's guard set: the first ``guard_rows`` of them,
@@ -280,7 +283,12 @@ class ModelRepository:
                 guard_offline_rows=guard_set.offline if guard_set else 0,
                 guard=self._figures_json(loaded),
             )
-            stored = self._write(name, meta, {**arrays, **guard_arrays(guard_set)})
+            stored = self._write(
+                name,
+                meta,
+                {**arrays, **guard_arrays(guard_set)},
+                activate=activate or meta.parent is None,
+            )
             if keep:
                 self.store.set_kept(name, stored.version, True)
             self._prune_after_commit(name)
@@ -420,7 +428,7 @@ class ModelRepository:
             updated, trained = estimator.updated(
                 train_X,
                 train_y,
-                learning_rate=learning_rate,
+                learning_rate=estimator.online_rate if learning_rate is None else learning_rate,
                 passes=passes,
                 momentum=self.online_momentum,
             )
@@ -459,22 +467,27 @@ class ModelRepository:
         batch_losses = step.before[0]
         estimator = current.estimator
         moved = relative_step(estimator.state_.weights, step.updated.state_.weights)
-        own_rate = estimator.sgd_settings.rate(estimator.state_.step)
+        own_rate = estimator.online_rate
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
         if not verdict.accepted:
-            if policy.mode == "enforce" and not force:
-                raise UpdateRejectedError(
-                    f"update refused: {verdict.explain()}; the model is unchanged",
-                    details=verdict.to_json(),
-                )
-            log.warning(
-                "model %r: update %s although the guard refuses it: %s",
-                current.name,
-                "forced" if force else "applied (guard in log mode)",
-                verdict.explain(),
-            )
+            self._refuse_or_log(current.name, verdict, force)
         return verdict, after
+
+    def _refuse_or_log(self, name: str, verdict: Verdict, force: bool) -> None:
+        """A verdict that refuses: raised as the update's answer, or, when forced or when the
+        guard only logs, logged and the update applied."""
+        if self.policy.mode == "enforce" and not force:
+            raise UpdateRejectedError(
+                f"update refused: {verdict.explain()}; the model is unchanged",
+                details=verdict.to_json(),
+            )
+        log.warning(
+            "model %r: update %s although the guard refuses it: %s",
+            name,
+            "forced" if force else "applied (guard in log mode)",
+            verdict.explain(),
+        )
 
     def traffic_drift(self, name: str) -> DriftState | None:
         """The Page-Hinkley test over the loss of every minibatch this process checked for
@@ -520,17 +533,7 @@ class ModelRepository:
             verdict, history, evidence, request.key, loss_before, loss_after, policy
         )
         if verdict.accepted and not judged.accepted:
-            if policy.mode == "enforce" and not request.force:
-                raise UpdateRejectedError(
-                    f"update refused: {judged.explain()}; the model is unchanged",
-                    details=judged.to_json(),
-                )
-            log.warning(
-                "model %r: update %s although the guard refuses it: %s",
-                current.name,
-                "forced" if request.force else "applied (guard in log mode)",
-                judged.explain(),
-            )
+            self._refuse_or_log(current.name, judged, request.force)
         new_history = history.after(
             evidence,
             request.key,
@@ -706,7 +709,9 @@ class ModelRepository:
             updated, _ = updated.updated(
                 X,
                 y,
-                learning_rate=online.learning_rate,
+                learning_rate=(
+                    updated.online_rate if online.learning_rate is None else online.learning_rate
+                ),
                 passes=online.passes,
                 momentum=online.momentum,
             )
@@ -817,9 +822,17 @@ class ModelRepository:
         return GuardSet(X[:keep], y[:keep], offline=min(keep, X.shape[0]))
 
     def _write(
-        self, name: str, meta: VersionMeta, arrays: dict[str, Any], *, durable: bool = True
+        self,
+        name: str,
+        meta: VersionMeta,
+        arrays: dict[str, Any],
+        *,
+        durable: bool = True,
+        activate: bool = True,
     ) -> VersionMeta:
-        stored = self.store.write(name, Record(meta.to_json(), arrays), durable=durable)
+        stored = self.store.write(
+            name, Record(meta.to_json(), arrays), durable=durable, activate=activate
+        )
         # What the store filled in; the rest is ``meta`` (a JSON round trip gives it back).
         return replace(
             meta,
@@ -849,7 +862,7 @@ class ModelRepository:
             parent=parent,
             created_at=now(),
             step=estimator.state_.step,
-            params=estimator.get_params(),
+            params=estimator.resolved_params(),
             n_features=estimator.n_features_in_,
             classes=[c.item() for c in estimator.classes_],
             feature_names=list(estimator.feature_names_) if estimator.feature_names_ else None,

@@ -15,16 +15,19 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
+from . import autotune
+from .autotune import AUTO
 from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
 from .maths import Float, Index, cross_entropy, softmax
-from .optimizer import SGDSettings, TrainState, sgd_step
-from .params import HYPER_PARAMETERS, HyperParameter, check_params
+from .optimizer import LINEAR_END, SGDSettings, TrainState, sgd_step
+from .params import HYPER_PARAMETERS, LEGACY_DEFAULTS, HyperParameter, check_params
 from .preprocessing import Standardizer
 from .validation import check_labels, check_matrix, check_same_length
 
@@ -74,21 +77,24 @@ class SoftmaxRegression:
     ['a']
     """
 
-    # Settings, stored by __init__ (declared in model.params).
-    learning_rate: float
+    # Settings, stored by __init__ (declared in model.params); "auto" ones are resolved from
+    # the data by initialize (model.autotune) into params_.
+    learning_rate: float | str
     schedule: str
     power_t: float
     decay_steps: float
     momentum: float
-    l2: float
-    batch_size: int
-    epochs: int
+    l2: float | str
+    batch_size: int | str
+    epochs: int | str
     patience: int
     tol: float
     seed: int
     standardize: bool
+    online_learning_rate: float | str
 
     # Learned state, set by _set_learned only (absent until fit, initialize or from_arrays).
+    params_: dict[str, Any]  # the settings in use: get_params() with "auto" resolved
     classes_: NDArray[Any]
     feature_names_: tuple[str, ...] | None
     standardizer_: Standardizer
@@ -96,6 +102,7 @@ class SoftmaxRegression:
     history_: list[EpochRecord]
     n_epochs_run_: int
     best_epoch_: int | None
+    stop_reason_: str  # how fit ended: "epochs" (all run), "plateau" (early stop); "" before
 
     # The validated optimizer settings and the setting values they were built from.
     _sgd_cache: tuple[tuple[Any, ...], SGDSettings]
@@ -104,18 +111,19 @@ class SoftmaxRegression:
     def __init__(
         self,
         *,
-        learning_rate: float = 0.05,
-        schedule: str = "constant",
+        learning_rate: float | str = "auto",
+        schedule: str = "auto",
         power_t: float = 0.5,
         decay_steps: float = 1000.0,
         momentum: float = 0.9,
-        l2: float = 1e-3,
-        batch_size: int = 32,
-        epochs: int = 100,
+        l2: float | str = "auto",
+        batch_size: int | str = "auto",
+        epochs: int | str = "auto",
         patience: int = 10,
         tol: float = 1e-4,
         seed: int = 0,
         standardize: bool = True,
+        online_learning_rate: float | str = "auto",
     ) -> None:
         # The constructor only stores its arguments, each under its own name (scikit-learn's
         # contract); model.params declares them, fit and from_arrays check them.
@@ -128,10 +136,45 @@ class SoftmaxRegression:
         """The constructor settings, JSON-serializable, in declaration order."""
         return {parameter.name: getattr(self, parameter.name) for parameter in HYPER_PARAMETERS}
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The settings in use: :meth:`get_params` with every ``"auto"`` replaced by what
+        :mod:`model.autotune` chose for the training data (what the store records). Before
+        ``fit`` (or ``initialize``), :meth:`get_params` itself."""
+        params = self.get_params()
+        if vars(self).get("params_") is not None:
+            for name in params:
+                params[name] = self._setting(name)
+        return params
+
+    def _setting(self, name: str) -> Any:
+        """One setting in use: the attribute, or, where it is ``"auto"`` (or derives from an
+        ``"auto"`` schedule), the value chosen for the data."""
+        value = vars(self)[name]
+        if (isinstance(value, str) and value == AUTO) or (
+            name == "decay_steps" and self.schedule == AUTO
+        ):
+            return self.params_[name]
+        return value
+
+    @property
+    def online_rate(self) -> float:
+        """The default step size of an online update (``/train``): ``online_learning_rate``
+        as resolved, or for a model stored without one (before 0.4) its schedule's current
+        rate, as online updates have always used."""
+        self._require_fitted()
+        rate = self._setting("online_learning_rate")
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            return float(rate)
+        return self.sgd_settings.rate(self.state_.step)
+
     @property
     def sgd_settings(self) -> SGDSettings:
         """The optimizer settings (validated on construction of the returned object)."""
-        values = tuple([getattr(self, name) for name in _SGD_FIELDS])
+        values = (
+            tuple([self._setting(name) for name in _SGD_FIELDS])
+            if "params_" in vars(self)
+            else tuple([getattr(self, name) for name in _SGD_FIELDS])
+        )
         # Built and validated once, then reused while the settings are the very same objects
         # (an online update asks twice; the estimators it makes share their parent's).
         cached: tuple[tuple[Any, ...], SGDSettings] | None = vars(self).get("_sgd_cache")
@@ -166,9 +209,13 @@ class SoftmaxRegression:
         *,
         classes: ArrayLike | None = None,
         feature_names: Sequence[str] | None = None,
+        validation: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None = None,
     ) -> Self:
-        """Learn the classes and the standardization from ``X: (n, d)``, ``y: (n,)``; zero
-        the weights and the optimizer state. ``fit`` starts with exactly this."""
+        """Learn the classes and the standardization from ``X: (n, d)``, ``y: (n,)``, resolve
+        the ``"auto"`` settings into ``params_`` (:mod:`model.autotune`; its learning-rate
+        probe judges on ``validation`` when given), and zero the weights and the optimizer
+        state. ``fit`` starts with exactly this."""
+        self._check_params()
         X = check_matrix(X)
         labels = np.asarray(y)
         check_same_length(X.shape[0], labels)
@@ -190,15 +237,52 @@ class SoftmaxRegression:
                 f"({len(set(names))} distinct)",
                 field="feature_names",
             )
-        momentum = self.sgd_settings.momentum > 0
         standardizer = (
             Standardizer.fit(X) if self.standardize else Standardizer.identity(X.shape[1])
         )
-        state = TrainState.zeros(X.shape[1], found.shape[0], momentum=momentum)
-        return self._set_learned(found, names, standardizer, state, epochs_run=0)
+        params = self.get_params()
+        if AUTO in params.values():
+            params = autotune.resolve(
+                params,
+                X.shape[0],
+                *self._probe_rows(X, labels, found, standardizer),
+                n_classes=found.shape[0],
+                validation=self._standardized(validation, found, standardizer, X.shape[1]),
+            )
+        state = TrainState.zeros(X.shape[1], found.shape[0], momentum=params["momentum"] > 0)
+        return self._set_learned(params, found, names, standardizer, state, epochs_run=0)
+
+    @staticmethod
+    def _probe_rows(
+        X: Float, labels: NDArray[Any], classes: NDArray[Any], standardizer: Standardizer
+    ) -> tuple[Float, Index]:
+        """Standardized rows and class indices for :func:`autotune.resolve`: a seeded sample of
+        at most ``autotune.SAMPLE_ROWS`` (it looks at no more), not a copy of the data."""
+        n = X.shape[0]
+        rows = (
+            np.sort(np.random.default_rng(0).choice(n, autotune.SAMPLE_ROWS, replace=False))
+            if n > autotune.SAMPLE_ROWS
+            else slice(None)
+        )
+        return standardizer.transform(X[rows]), check_labels(labels[rows], classes)
+
+    @staticmethod
+    def _standardized(
+        validation: tuple[ArrayLike, ArrayLike | Sequence[Any]] | None,
+        classes: NDArray[Any],
+        standardizer: Standardizer,
+        n_features: int,
+    ) -> tuple[Float, Index] | None:
+        if validation is None:
+            return None
+        X_val = standardizer.transform(check_matrix(validation[0], n_features))
+        y_val = check_labels(validation[1], classes)
+        check_same_length(X_val.shape[0], y_val)
+        return X_val, y_val
 
     def _set_learned(
         self,
+        params: dict[str, Any],
         classes: NDArray[Any],
         feature_names: tuple[str, ...] | None,
         standardizer: Standardizer,
@@ -207,6 +291,7 @@ class SoftmaxRegression:
         epochs_run: int,
     ) -> Self:
         """Set every learned attribute: with :meth:`to_arrays`, the one place a new one is added."""
+        self.params_ = params
         self.classes_ = classes
         self.feature_names_ = feature_names
         self.standardizer_ = standardizer
@@ -214,6 +299,7 @@ class SoftmaxRegression:
         self.history_ = []
         self.n_epochs_run_ = epochs_run
         self.best_epoch_ = None
+        self.stop_reason_ = ""
         return self
 
     # ----------------------------------------------------------------- codec
@@ -273,10 +359,17 @@ class SoftmaxRegression:
         if not isinstance(params, Mapping):
             raise ValueError(f"params: expected a mapping of settings, got {params!r}")
         try:
-            estimator = cls(**params)
+            estimator = cls(**(LEGACY_DEFAULTS | dict(params)))
         except TypeError as exc:  # an unknown or non-string setting name
             raise ValueError(f"params: {exc}") from None
         estimator._check_params()
+        unresolved = [
+            name
+            for name, value in estimator.get_params().items()
+            if value == AUTO and name != "online_learning_rate"  # absent before 0.4
+        ]
+        if unresolved:
+            raise ValueError(f"params: {', '.join(unresolved)} must be resolved, not 'auto'")
         if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
             raise ValueError(f"step must be an integer >= 0, got {step!r}")
         missing = [name for name in _REQUIRED_ARRAYS if name not in arrays]
@@ -291,6 +384,7 @@ class SoftmaxRegression:
         state = TrainState(weights, checked["bias"], *velocities, int(step))
         names = checked.get("feature_names")
         return estimator._set_learned(
+            estimator.get_params(),
             checked["classes"],
             None if names is None else tuple(str(n) for n in names),
             Standardizer(mean=checked["mean"], scale=checked["scale"]),
@@ -315,57 +409,11 @@ class SoftmaxRegression:
         improved by ``tol`` for ``patience`` epochs, and the best epoch's weights and optimizer
         state are restored. ``callback`` receives each epoch's record.
         """
-        self._check_params()
-        self.initialize(X, y, classes=classes, feature_names=feature_names)
+        self.initialize(X, y, classes=classes, feature_names=feature_names, validation=validation)
         X = check_matrix(X)
         y_index = check_labels(y, self.classes_)
-        val: tuple[Float, Index] | None = None
-        if validation is not None:
-            X_val = self.standardizer_.transform(check_matrix(validation[0], X.shape[1]))
-            y_val = check_labels(validation[1], self.classes_)
-            check_same_length(X_val.shape[0], y_val)
-            val = (X_val, y_val)
-        Xs = self.standardizer_.transform(X)
-        settings = self.sgd_settings
-        state = self.state_
-        best: tuple[float, TrainState] | None = None
-        since_best = 0
-        bs = self.batch_size
-        n = Xs.shape[0]
-        for epoch, order in enumerate(epoch_permutations(n, self.epochs, self.seed), start=1):
-            X_epoch, y_epoch = Xs[order], y_index[order]
-            total = 0.0
-            # A diverging step overflows; is_finite below turns that into DivergenceError.
-            with np.errstate(over="ignore", invalid="ignore"):
-                for start in range(0, n, bs):
-                    state, grad = sgd_step(
-                        state, X_epoch[start : start + bs], y_epoch[start : start + bs], settings
-                    )
-                    total += grad.loss * min(bs, n - start)
-            if not state.is_finite():
-                raise DivergenceError(
-                    f"training diverged in epoch {epoch} (a weight became non-finite); "
-                    f"lower learning_rate (now {self.learning_rate})",
-                    field="learning_rate",
-                )
-            record = EpochRecord(epoch, total / n, settings.rate(state.step))
-            if val is not None:
-                val_loss, val_acc = _evaluate(state, *val)
-                record = EpochRecord(
-                    epoch, record.train_loss, record.learning_rate, val_loss, val_acc
-                )
-                if best is None or val_loss < best[0] - self.tol:
-                    best, since_best = (val_loss, state), 0
-                    self.best_epoch_ = epoch
-                else:
-                    since_best += 1
-            self.history_.append(record)
-            self.n_epochs_run_ = epoch
-            if callback is not None:
-                callback(record)
-            if val is not None and since_best >= self.patience:
-                break
-        self.state_ = best[1] if best is not None else state
+        val = self._standardized(validation, self.classes_, self.standardizer_, X.shape[1])
+        self.state_ = _Training(self, X, y_index, val, callback).run()
         return self
 
     def partial_fit(
@@ -500,6 +548,121 @@ class SoftmaxRegression:
         y_index = check_labels(y, self.classes_)
         check_same_length(Z.shape[0], y_index)
         return cross_entropy(Z, y_index)
+
+
+class _Training:
+    """One ``fit``'s epoch loop over the estimator's resolved settings (``params_``).
+
+    Each minibatch is gathered from the raw rows by index and standardized on its own (the
+    same arithmetic as standardizing every row first, without a copy of the data per epoch).
+    With validation rows, once the validation log-loss has not improved by ``tol`` for
+    ``patience`` epochs, training stops and the best epoch's state is restored, except that
+    under the ``linear`` schedule the rate first anneals to its end over a few more epochs
+    (a plateau at a high rate is not yet a minimum) and the final state is kept unless its
+    validation loss is clearly (over :data:`WORSE_THAN_BEST`) above the best one's.
+    """
+
+    def __init__(
+        self,
+        estimator: SoftmaxRegression,
+        X: Float,
+        y: Index,
+        validation: tuple[Float, Index] | None,
+        callback: Callable[[EpochRecord], None] | None,
+    ) -> None:
+        params = estimator.resolved_params()
+        self.estimator = estimator
+        self.X, self.y, self.validation, self.callback = X, y, validation, callback
+        self.settings = estimator.sgd_settings
+        self.batch_size: int = params["batch_size"]
+        self.epochs: int = params["epochs"]
+        self.patience: int = params["patience"]
+        self.tol: float = params["tol"]
+        self.seed: int = params["seed"]
+        self.anneal: tuple[int, int, float] | None = None  # (first step, steps, first rate)
+
+    def run(self) -> TrainState:
+        # Minibatch products are small: a multi-threaded BLAS only adds hand-offs between its
+        # threads (10x to 60x slower per step on a busy 2-core machine than one thread).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run()
+
+    def _run(self) -> TrainState:
+        estimator, val = self.estimator, self.validation
+        state = estimator.state_
+        best: tuple[float, TrainState] | None = None
+        last_loss = math.inf
+        since_best = 0
+        last_epoch = self.epochs
+        estimator.stop_reason_ = "epochs"
+        for epoch, order in enumerate(
+            epoch_permutations(self.X.shape[0], self.epochs, self.seed), 1
+        ):
+            state, record = self._epoch(epoch, order, state)
+            if val is not None:
+                last_loss, val_accuracy = _evaluate(state, *val)
+                record = replace(record, val_loss=last_loss, val_accuracy=val_accuracy)
+                if best is None or last_loss < best[0] - self.tol:
+                    best, since_best = (last_loss, state), 0
+                    estimator.best_epoch_ = epoch
+                else:
+                    since_best += 1
+            estimator.history_.append(record)
+            estimator.n_epochs_run_ = epoch
+            if self.callback is not None:
+                self.callback(record)
+            if epoch >= last_epoch:
+                break
+            if val is not None and since_best >= self.patience and self.anneal is None:
+                estimator.stop_reason_ = "plateau"
+                if self.settings.schedule != "linear":
+                    break
+                last_epoch = self._start_annealing(epoch, state)
+        if best is None:
+            return state
+        if self.settings.schedule == "linear" and last_loss <= best[0] * (1 + WORSE_THAN_BEST):
+            return state
+        return best[1]
+
+    def _epoch(self, epoch: int, order: Index, state: TrainState) -> tuple[TrainState, EpochRecord]:
+        X, y, bs, settings = self.X, self.y, self.batch_size, self.settings
+        transform = self.estimator.standardizer_.transform
+        total = 0.0
+        rate = None
+        # A diverging step overflows; is_finite below turns that into DivergenceError.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, X.shape[0], bs):
+                rows = order[start : start + bs]
+                rate = self._annealed_rate(state.step)
+                state, figures = sgd_step(state, transform(X[rows]), y[rows], settings, rate)
+                total += figures.loss * rows.shape[0]
+        if not state.is_finite():
+            raise DivergenceError(
+                f"training diverged in epoch {epoch} (a weight became non-finite); "
+                f"lower learning_rate (now {settings.learning_rate})",
+                field="learning_rate",
+            )
+        used = settings.rate(state.step - 1) if rate is None else rate
+        return state, EpochRecord(epoch, total / X.shape[0], used)
+
+    def _start_annealing(self, epoch: int, state: TrainState) -> int:
+        """Anneal from the current rate to the schedule's last over the next few epochs;
+        returns the epoch to stop after."""
+        epochs = min(self.epochs - epoch, max(ANNEAL_EPOCHS, math.ceil(self.epochs / 10)))
+        steps = epochs * math.ceil(self.X.shape[0] / self.batch_size)
+        self.anneal = (state.step, steps, self.settings.rate(state.step))
+        return epoch + epochs
+
+    def _annealed_rate(self, step: int) -> float | None:
+        if self.anneal is None:
+            return None
+        first, steps, start = self.anneal
+        end = self.settings.learning_rate * LINEAR_END
+        return start + (end - start) * min((step - first) / steps, 1.0)
+
+
+WORSE_THAN_BEST = 0.01  # linear schedule: the final state is kept unless this much worse
+ANNEAL_EPOCHS = 2
 
 
 def _logits(state: TrainState, Xs: Float) -> Float:

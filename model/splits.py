@@ -170,5 +170,5 @@ def fingerprint(X: NDArray[Any], y: NDArray[Any]) -> str:
             )
         stable = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         digest.update(f"{name}:{stable.shape}:{stable.dtype.str};".encode())
-        digest.update(stable.tobytes())
+        digest.update(stable.reshape(-1).view(np.uint8).data)  # its bytes, not a copy
     return f"sha256:{digest.hexdigest()}"

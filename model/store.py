@@ -108,7 +108,9 @@ class ArtifactStore(Protocol):
     def versions(self, model: str) -> list[int]: ...
     def read(self, model: str, version: int) -> Record: ...
     def read_meta(self, model: str, version: int) -> dict[str, Any]: ...
-    def write(self, model: str, record: Record, *, durable: bool = True) -> Record: ...
+    def write(
+        self, model: str, record: Record, *, durable: bool = True, activate: bool = True
+    ) -> Record: ...
     def sync(self, model: str) -> None: ...
     def activate(self, model: str, version: int) -> None: ...
     def kept(self, model: str) -> frozenset[int]: ...
@@ -202,6 +204,7 @@ class _Catalog:
     segments: dict[str, _Segment] = field(default_factory=dict)
     log: dict[int, tuple[_Segment, wal.Entry]] = field(default_factory=dict)
     active: Any = None
+    pending_pointer: dict[str, int] | None = None  # ACTIVE to write after the current write
     kept: frozenset[int] | StoreError = frozenset()
     debris: list[str] = field(default_factory=list)
 
@@ -607,13 +610,20 @@ class LocalArtifactStore:
             raise RuntimeError(f"writing to model {model!r} requires holding store.lock(model)")
         return self._state(model)
 
-    def write(self, model: str, record: Record, *, durable: bool = True) -> Record:
+    def write(
+        self, model: str, record: Record, *, durable: bool = True, activate: bool = True
+    ) -> Record:
         """Store ``record`` as the next version (it becomes active). Requires the lock.
 
         An update (``kind == "update"``) is appended to the log; ``durable=False`` leaves it
         for the next :meth:`sync` (at the latest when the lock is let go) so that one sync
         covers many. A snapshot is its own file, durable on return. Returns the record as
         stored: its metadata with ``format_version``, ``model`` and ``version`` filled in.
+
+        ``activate=False`` (a snapshot of a model that has an active version) keeps the active
+        version: ``ACTIVE`` is rewritten first with the new version as ``as_of``, so no reader
+        ever sees the new version active. Should the process die between the two, the next
+        activating write finds ``as_of`` at or past its own version and rewrites ``ACTIVE``.
         """
         state = self._require_lock(model)
         catalog = state.catalog
@@ -621,6 +631,18 @@ class LocalArtifactStore:
         meta = {**record.meta, "format_version": FORMAT_VERSION, "model": model}
         meta["version"] = version
         stored = Record(meta, record.arrays)
+        pointer = catalog.active
+        if not activate:
+            if record.meta.get("kind") == "update" or not version > 1:
+                raise StoreError(
+                    f"model {model!r}: only a snapshot of a model with versions can be written "
+                    "without activating it"
+                )
+            self._point(model, {"version": self.head(model).active, "as_of": version})
+        elif isinstance(pointer, dict) and int(pointer.get("as_of", -1)) >= version:
+            # A pointer left by a write without activation that never happened: this write
+            # must still become active.
+            self._point(model, {"version": version, "as_of": version}, after=True)
         if record.meta.get("kind") == "update":
             self._append(model, state, stored)
             if durable:
@@ -633,7 +655,21 @@ class LocalArtifactStore:
             with state.lock:
                 catalog.snapshots.add(version)
         self._remember((model, version), meta)
+        if catalog.pending_pointer is not None:
+            self._point(model, catalog.pending_pointer)
         return stored
+
+    def _point(self, model: str, pointer: dict[str, int], *, after: bool = False) -> None:
+        """Write ``ACTIVE`` now, or (``after``) once the version being written is stored."""
+        catalog = self._require_lock(model).catalog
+        if after:
+            catalog.pending_pointer = pointer
+            return
+        catalog.pending_pointer = None
+        self.sync(model)
+        atomic_write(self._dir(model) / "ACTIVE", json.dumps(pointer).encode())
+        self._counted(2)
+        catalog.active = pointer
 
     def _append(self, model: str, state: _Model, record: Record) -> None:
         catalog = state.catalog
@@ -696,11 +732,7 @@ class LocalArtifactStore:
         catalog = state.catalog
         if version not in catalog.snapshots and version not in catalog.log:
             raise self._missing(model, version)
-        pointer = {"version": version, "as_of": catalog.newest()}
-        self.sync(model)
-        atomic_write(self._dir(model) / "ACTIVE", json.dumps(pointer).encode())
-        self._counted(2)
-        catalog.active = pointer
+        self._point(model, {"version": version, "as_of": catalog.newest()})
 
     def set_kept(self, model: str, version: int, kept: bool) -> None:
         """Mark or unmark a version as exempt from retention. Requires the lock."""

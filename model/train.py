@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from .autotune import AUTO
 from .data import Dataset, load_dataset
 from .encoding import MISSING_CATEGORY, FeatureEncoder
 from .errors import ModelError
 from .maths import Index
 from .metrics import classification_report
 from .params import HYPER_PARAMETERS
+from .report import require_matplotlib, write_report
 from .repository import ModelRepository
 from .softmax import EpochRecord, SoftmaxRegression
 from .splits import fingerprint, stratified_kfold, train_val_test_split
@@ -33,14 +35,17 @@ from .validation import check_labels
 
 __all__ = ["build_parser", "main"]
 
-SEARCH_LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
-SEARCH_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
+# --search: L2 penalties as multiples of 1 / training rows (the "auto" one is 1), each trained
+# at the learning rate the probe chose once: a few fits, not a grid of learning rates.
+SEARCH_L2_FACTORS = (0.1, 1.0, 10.0, 100.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m model.train",
-        description="Train a softmax-regression model and store it as a new version.",
+        description="Train a softmax-regression model and store it as a new version. "
+        "Settings left at 'auto' are chosen from the data (see the README's training section).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data", help="CSV (header row), .npz with X and y, or builtin:digits|iris")
     p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
@@ -49,10 +54,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="artifacts", help="artifact store directory")
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    _add_run_flags(p)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """What a run does besides training: splits, evaluation, the store, output."""
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="rows held out for early stopping"
+    )
+    p.add_argument("--test-fraction", type=float, default=0.2, help="rows held out for the report")
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validation")
-    p.add_argument("--search", action="store_true", help="grid-search learning rate and L2")
+    p.add_argument(
+        "--search",
+        action="store_true",
+        help="choose L2 among (0.1, 1, 10, 100) / training rows by validation log-loss",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train and report, but write nothing (the store is not touched)",
+    )
+    p.add_argument(
+        "--no-activate",
+        dest="activate",
+        action="store_false",
+        help="write the new version without making it active (activate it later: "
+        "POST /models/{version}/activate or python -m model.activate)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write an HTML page with training curves, confusion matrix, reliability "
+        "diagram and per-class scores into DIR (needs: pip install 'softmax-serve[report]')",
+    )
     p.add_argument("--keep", action="store_true", help="exempt the new version from retention")
     p.add_argument(
         "--keep-last",
@@ -65,14 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2000,
         help="validation rows kept with the model as its guard set, which judges online "
-        "updates (0: none; default %(default)s)",
+        "updates (0: none)",
     )
     p.add_argument(
         "--if-store-empty", action="store_true", help="do nothing if the store has any model"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    return p
 
 
 def _add_table_flags(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +156,10 @@ def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
         how: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}  # --standardize / --no-standardize
             if parameter.kind is bool
-            else {"type": parameter.kind, "choices": parameter.choices or None}
+            else {
+                "type": _number_or_auto(parameter.kind) if parameter.auto else parameter.kind,
+                "choices": parameter.choices or None,
+            }
         )
         group.add_argument(
             *parameter.cli_flags,
@@ -130,6 +168,16 @@ def _add_hyper_parameter_flags(parser: argparse.ArgumentParser) -> None:
             help=f"{parameter.help} (default: %(default)s)",
             **how,
         )
+
+
+def _number_or_auto(kind: type) -> Any:
+    """An argparse type: ``auto``, or a number of ``kind``."""
+
+    def parse(text: str) -> Any:
+        return AUTO if text == AUTO else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 def _estimator(args: argparse.Namespace, **overrides: Any) -> SoftmaxRegression:
@@ -172,20 +220,48 @@ def _fit(
 
 
 def _search(args: argparse.Namespace, data: Dataset, train: Index, val: Index) -> dict[str, Any]:
-    """Log-scale grid over learning rate and L2; the best by validation log-loss."""
+    """L2 penalties around the "auto" one, each a fit at the probe's learning rate (chosen
+    once); the best by validation log-loss."""
     if not val.size:
         raise ModelError("--search needs a validation split (--val-fraction > 0)")
+    validation = (data.X[val], data.y[val])
+    rate = (
+        _estimator(args)
+        .initialize(data.X[train], data.y[train], validation=validation)
+        .resolved_params()["learning_rate"]
+    )
     results = []
-    for lr in SEARCH_LEARNING_RATES:
-        for l2 in SEARCH_L2:
-            est = _fit(_estimator(args, learning_rate=lr, l2=l2), data, train, val)
-            try:
-                loss = est.log_loss(data.X[val], data.y[val])
-            except ModelError:
-                loss = float("inf")
-            results.append({"learning_rate": lr, "l2": l2, "val_log_loss": loss})
+    for factor in SEARCH_L2_FACTORS:
+        l2 = factor / train.size
+        est = _fit(_estimator(args, learning_rate=rate, l2=l2), data, train, val)
+        try:
+            loss = est.log_loss(*validation)
+        except ModelError:
+            loss = float("inf")
+        results.append({"learning_rate": rate, "l2": l2, "val_log_loss": loss})
     best = min(results, key=lambda r: r["val_log_loss"])
     return {"grid": results, "best": best}
+
+
+def how_it_ended(estimator: SoftmaxRegression) -> str | None:
+    """A sentence when training did not simply run its epochs: it stopped early, or it hit the
+    epoch limit while the validation loss was still improving."""
+    ran, best, limit = (
+        estimator.n_epochs_run_,
+        estimator.best_epoch_,
+        estimator.resolved_params()["epochs"],
+    )
+    if estimator.stop_reason_ == "plateau":
+        return (
+            f"stopped early after epoch {ran} of {limit}: the validation loss had not improved "
+            f"for {estimator.resolved_params()['patience']} epochs (best epoch {best})"
+        )
+    if best is not None and best >= ran - 1 and ran == limit:
+        return (
+            f"reached the epoch limit ({limit}) with the validation loss still improving "
+            f"(best epoch {best}): more --epochs may help"
+        )
+    return None
 
 
 def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int) -> dict[str, Any]:
@@ -209,20 +285,30 @@ def _cross_validate(args: argparse.Namespace, data: Dataset, rows: Index, k: int
     }
 
 
-def _test_metrics(estimator: SoftmaxRegression, data: Dataset, test: Index) -> dict[str, Any]:
-    """The classification report on the held-out test rows (empty without any)."""
+def _test_metrics(
+    estimator: SoftmaxRegression, data: Dataset, test: Index
+) -> tuple[dict[str, Any], Any]:
+    """The classification report on the held-out test rows (empty without any), and their
+    probabilities."""
     if not test.size:
-        return {}
+        return {}, None
     y_test = check_labels(data.y[test], estimator.classes_)
     proba = estimator.predict_proba(data.X[test])
-    return classification_report(
+    report = classification_report(
         y_test, proba.argmax(axis=1), proba, [c.item() for c in estimator.classes_]
     )
+    return report, proba
 
 
 def _summary(args: argparse.Namespace, report: dict[str, Any]) -> str:
     """The report as the few lines a person reads."""
-    lines = [f"model {report['model']} version {report['version']} written to {args.store}"]
+    if report["version"] is None:
+        lines = [f"model {report['model']}: dry run, nothing written"]
+    else:
+        active = "" if report["active"] else " (not active: activate it when ready)"
+        lines = [
+            f"model {report['model']} version {report['version']} written to {args.store}{active}"
+        ]
     if report["test_accuracy"] is not None:
         lines.append(
             f"test accuracy {report['test_accuracy']:.4f}, "
@@ -237,16 +323,19 @@ def _summary(args: argparse.Namespace, report: dict[str, Any]) -> str:
         best = report["search"]["best"]
         lines.append(f"search: best learning rate {best['learning_rate']}, l2 {best['l2']}")
     lines.append(f"epochs run {report['epochs_run']}, {report['seconds']} s")
+    if report["stopped"]:
+        lines.append(report["stopped"])
+    if "report" in report:
+        lines.append(f"report: {report['report']}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | None:
     started = time.perf_counter()
-    store = LocalArtifactStore(args.store)
-    if args.if_store_empty and store.models():
-        print(
-            f"store {args.store} already holds {', '.join(store.models())}; not training", file=out
-        )
+    if args.report:
+        require_matplotlib()  # a missing extra fails now, not after training
+    if args.if_store_empty and not args.dry_run and (models := _stored_models(args.store)):
+        print(f"store {args.store} already holds {', '.join(models)}; not training", file=out)
         return None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     categorical = [c.strip() for c in args.categorical.split(",")] if args.categorical else ()
@@ -266,9 +355,76 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     train, val, test = train_val_test_split(
         data.y, args.val_fraction, args.test_fraction, args.seed
     )
+    if args.report and not test.size:
+        raise ModelError("--report needs test rows (--test-fraction > 0)")
     data, encoder = _encoded(args, data, train)
-    progress = not args.quiet and out.isatty()
     report: dict[str, Any] = {"model": name}
+    estimator = _train(args, data, (train, val), report, progress=not args.quiet and out.isatty())
+    metrics, proba = _test_metrics(estimator, data, test)
+    training = _training_record(args, data, estimator, (train, val, test), report, started)
+    version = (
+        None
+        if args.dry_run
+        else _save(args, name, estimator, (data, val, encoder), training, metrics)
+    )
+    if args.report:
+        title = f"{name} version {version}" if version else f"{name} (dry run)"
+        report["report"] = _write_report(
+            args.report, estimator, data.y[test], proba, title, training
+        )
+    report.update(
+        version=version,
+        active=bool(version) and args.activate,
+        test_accuracy=metrics.get("accuracy"),
+        test_log_loss=metrics.get("log_loss"),
+        per_class=metrics.get("per_class"),
+        confusion_matrix=metrics.get("confusion_matrix"),
+        epochs_run=estimator.n_epochs_run_,
+        best_epoch=estimator.best_epoch_,
+        stopped=how_it_ended(estimator),
+        settings=estimator.resolved_params(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    print(json.dumps(report) if args.json else _summary(args, report), file=out)
+    return report
+
+
+def _write_report(
+    directory: Path,
+    estimator: SoftmaxRegression,
+    y_test: Any,
+    proba: Any,
+    title: str,
+    training: dict[str, Any],
+) -> str:
+    return str(
+        write_report(
+            directory,
+            history=estimator.history_,
+            y_true=check_labels(y_test, estimator.classes_),
+            proba=proba,
+            classes=[c.item() for c in estimator.classes_],
+            title=title,
+            summary=training,
+            best_epoch=estimator.best_epoch_,
+        )
+    )
+
+
+def _stored_models(store: str) -> list[str]:
+    return LocalArtifactStore(store).models() if Path(store).is_dir() else []
+
+
+def _train(
+    args: argparse.Namespace,
+    data: Dataset,
+    split: tuple[Index, Index],
+    report: dict[str, Any],
+    *,
+    progress: bool,
+) -> SoftmaxRegression:
+    """--search and --cv (into ``report``), then the fit itself; says how training ended."""
+    train, val = split
     chosen: dict[str, Any] = {}
     if args.search:
         search = _search(args, data, train, val)
@@ -277,14 +433,30 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
     if args.cv:
         report["cv"] = _cross_validate(args, data, np.concatenate([train, val]), args.cv)
     estimator = _fit(
-        _estimator(args, **chosen), data, train, val, progress=progress, description=name
+        _estimator(args, **chosen), data, train, val, progress=progress, description=report["model"]
     )
-    metrics = _test_metrics(estimator, data, test)
-    training = {
+    ended = how_it_ended(estimator)
+    if ended and args.json and not args.quiet:  # else the summary says it
+        print(ended, file=sys.stderr)
+    return estimator
+
+
+def _training_record(
+    args: argparse.Namespace,
+    data: Dataset,
+    estimator: SoftmaxRegression,
+    split: tuple[Index, Index, Index],
+    report: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """What the stored version says of its training."""
+    train, val, test = split
+    return {
         "data": data.source,
         "rows": {"train": int(train.size), "validation": int(val.size), "test": int(test.size)},
         "epochs_run": estimator.n_epochs_run_,
         "best_epoch": estimator.best_epoch_,
+        "stopped": estimator.stop_reason_,
         "seconds": round(time.perf_counter() - started, 3),
         **({"search": report["search"]["best"]} if args.search else {}),
         **(
@@ -293,7 +465,18 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
             else {}
         ),
     }
-    repository = ModelRepository(store, keep_last=args.keep_last)
+
+
+def _save(
+    args: argparse.Namespace,
+    name: str,
+    estimator: SoftmaxRegression,
+    source: tuple[Dataset, Index, FeatureEncoder | None],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+) -> int:
+    data, val, encoder = source
+    repository = ModelRepository(LocalArtifactStore(args.store), keep_last=args.keep_last)
     saved = repository.save(
         estimator,
         name,
@@ -303,20 +486,10 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         keep=args.keep,
         guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
         guard_rows=args.guard_rows,
+        activate=args.activate,
         encoder=encoder,
     )
-    report.update(
-        version=saved.version,
-        test_accuracy=metrics.get("accuracy"),
-        test_log_loss=metrics.get("log_loss"),
-        per_class=metrics.get("per_class"),
-        confusion_matrix=metrics.get("confusion_matrix"),
-        epochs_run=estimator.n_epochs_run_,
-        best_epoch=estimator.best_epoch_,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    print(json.dumps(report) if args.json else _summary(args, report), file=out)
-    return report
+    return saved.version
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Private helpers downstream trust what these functions return.
 from __future__ import annotations
 
 from collections.abc import Sequence, Sized
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -152,16 +152,31 @@ def _as_float64(X: ArrayLike, n_features: int | None, field: str) -> NDArray[Any
         # Ragged rows: name the first row whose length differs from what is expected.
         rows: Any = X if isinstance(X, (list, tuple)) else []
         width = n_features if n_features is not None else len(rows[0]) if rows else 0
-        for row, values in enumerate(rows):
-            if len(values) != width:
-                raise FeatureCountError(
-                    f"{field}: expected {width} features, got {len(values)} (row {row})",
-                    field=field,
-                    row=row,
-                ) from None
+        check_row_widths(rows, width, field)
         raise FeatureCountError(
             f"{field}: expected a rectangular list of rows of numbers ({exc})", field=field
         ) from None
+
+
+def check_row_widths(rows: Sequence[Sized], width: int, field: str) -> None:
+    """Raise :class:`FeatureCountError` naming the first row that is not ``width`` long."""
+    for row, values in enumerate(rows):
+        if len(values) != width:
+            raise FeatureCountError(
+                f"{field}: expected {width} features, got {len(values)} (row {row})",
+                field=field,
+                row=row,
+            )
+
+
+def first_duplicate(names: Sequence[str]) -> str | None:
+    """The first name seen twice in ``names``, or None."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def check_matrix(X: ArrayLike, n_features: int | None = None, *, field: str = "instances") -> Float:
@@ -225,50 +240,9 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
     if len(values) == 0:
         raise EmptyInputError("labels: expected at least one label, got none", field="labels")
     want_int = classes.dtype.kind in "iu"
-    if isinstance(values, np.ndarray):
-        ok_kind = values.dtype.kind in ("iu" if want_int else "U")
-        arr = values if ok_kind else None
-    else:
-        arr = None
-        # The types seen, first (at C speed): plain ints or plain strs need no more looking.
-        types = set(map(type, values))
-        if want_int:
-            ok_kind = types <= _INT or all(
-                type(v) is int or isinstance(v, np.integer) for v in values
-            )
-        else:
-            ok_kind = types <= _STR or all(isinstance(v, str) for v in values)
-            # NumPy's fixed-width strings drop trailing NULs: "a\0" would pass as "a".
-            nul = (
-                next((i for i, v in enumerate(values) if "\x00" in v), None)
-                if ok_kind and "\x00" in "".join(values)
-                else None
-            )
-            if nul is not None:
-                raise UnknownLabelError(
-                    f"labels: expected one of the classes ({_preview(classes)}), "
-                    f"got {values[nul]!r} (it contains a NUL character) at row {nul}",
-                    field="labels",
-                    row=nul,
-                )
-        if ok_kind:
-            arr = np.asarray(values)
+    arr = _label_array(values, classes, want_int)
     if arr is None:
-        expected = "integers" if want_int else "strings"
-        for row, value in enumerate(values):
-            good = (
-                (type(value) is int or isinstance(value, np.integer))
-                if want_int
-                else isinstance(value, (str, np.str_))
-            )
-            if not good:
-                raise UnknownLabelError(
-                    f"labels: expected one of the classes ({expected}: {_preview(classes)}), "
-                    f"got {describe_value(value)} at row {row}",
-                    field="labels",
-                    row=row,
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
+        _refuse_label_type(values, classes, want_int)
     index = np.searchsorted(classes, arr)
     clipped = np.minimum(index, classes.shape[0] - 1)
     known = classes[clipped] == arr
@@ -282,6 +256,51 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
         )
     result: Index = clipped.astype(np.intp, copy=False)
     return result
+
+
+def _label_array(values: Any, classes: NDArray[Any], want_int: bool) -> NDArray[Any] | None:
+    """``values`` as an array of the classes' kind, or None if a value has the wrong type."""
+    if isinstance(values, np.ndarray):
+        return values if values.dtype.kind in ("iu" if want_int else "U") else None
+    # The types seen, first (at C speed): plain ints or plain strs need no more looking.
+    types = set(map(type, values))
+    if want_int:
+        ok_kind = types <= _INT or all(type(v) is int or isinstance(v, np.integer) for v in values)
+    else:
+        ok_kind = types <= _STR or all(isinstance(v, str) for v in values)
+        # NumPy's fixed-width strings drop trailing NULs: "a\0" would pass as "a".
+        nul = (
+            next((i for i, v in enumerate(values) if "\x00" in v), None)
+            if ok_kind and "\x00" in "".join(values)
+            else None
+        )
+        if nul is not None:
+            raise UnknownLabelError(
+                f"labels: expected one of the classes ({_preview(classes)}), "
+                f"got {values[nul]!r} (it contains a NUL character) at row {nul}",
+                field="labels",
+                row=nul,
+            )
+    return np.asarray(values) if ok_kind else None
+
+
+def _refuse_label_type(values: Any, classes: NDArray[Any], want_int: bool) -> NoReturn:
+    """Raise for the first value whose type is not the classes' kind."""
+    expected = "integers" if want_int else "strings"
+    for row, value in enumerate(values):
+        good = (
+            (type(value) is int or isinstance(value, np.integer))
+            if want_int
+            else isinstance(value, (str, np.str_))
+        )
+        if not good:
+            raise UnknownLabelError(
+                f"labels: expected one of the classes ({expected}: {_preview(classes)}), "
+                f"got {describe_value(value)} at row {row}",
+                field="labels",
+                row=row,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 _INT: frozenset[type] = frozenset({int})

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from threadpoolctl import threadpool_limits
 
 from model import LoadedModel, LocalArtifactStore
 from model.errors import ModelError
@@ -99,6 +100,9 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One BLAS thread per worker: requests are small products, run from several threads
+        # (and workers) at once; BLAS threads of their own only contend for the same cores.
+        threadpool_limits(limits=1, user_api="blas")
         _log_access(state.settings, state.access)
         runtime.resolve_name()  # several models and no --model: refuse to start
         await _load_active(state.settings, runtime)

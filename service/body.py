@@ -30,6 +30,7 @@ from model.errors import (
 )
 from model.validation import check_matrix, describe_value
 
+from .contract import Limits
 from .errors import (
     BodyEncodingError,
     BodyTooLargeError,
@@ -206,16 +207,8 @@ def parse_instances(
             f"instances: expected at most {max_rows} rows (max_rows), got {len(value)}",
             field="instances",
         )
-    encoder = loaded.encoder
-    if encoder is not None:
-        rows = (
-            _rows_from_objects(value, encoder.names)
-            if isinstance(value[0], dict)
-            else _lists(value)
-        )
-        encoded = encoder.encode_rows(rows, refuse_unknown=refuse_unknown_categories)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return check_matrix(encoded, n_features)
+    if loaded.encoder is not None:
+        return _encoded(value, loaded, refuse_unknown_categories)
     # Huge finite values overflow check_matrix's quick sum; it then checks cell by cell.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(value[0], dict):
@@ -236,12 +229,50 @@ def parse_instances(
                     row=row,
                 )
             if isinstance(item, list) and len(item) != n_features:
+                _refuse_nested(item, row)  # a 3-D array is not a feature count problem
                 raise FeatureCountError(
                     f"instances: expected {n_features} features, got {len(item)} (row {row})",
                     field="instances",
                     row=row,
                 )
         return check_matrix(value, n_features)
+
+
+def parse_request_instances(
+    instances: Any, loaded: LoadedModel, limits: Limits, raw: bytes
+) -> NDArray[np.float64]:
+    """:func:`parse_instances` as the routes call it: the request's limits, and the fast
+    conversion when the raw body holds no boolean."""
+    return parse_instances(
+        instances,
+        loaded,
+        limits.max_rows,
+        may_hold_booleans=may_hold_booleans(raw),
+        refuse_unknown_categories=limits.refuse_unknown_categories,
+    )
+
+
+def _encoded(value: list[Any], loaded: LoadedModel, refuse_unknown: bool) -> NDArray[np.float64]:
+    """Rows of raw feature values (a model with a feature encoding), encoded and checked."""
+    encoder = loaded.encoder
+    assert encoder is not None
+    rows = _rows_from_objects(value, encoder.names) if isinstance(value[0], dict) else _lists(value)
+    encoded = encoder.encode_rows(rows, refuse_unknown=refuse_unknown)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return check_matrix(encoded, loaded.n_features)
+
+
+def _refuse_nested(item: list[Any], row: int) -> None:
+    """A row holding a list where a number belongs: said as check_matrix says it."""
+    for column, cell in enumerate(item):
+        if isinstance(cell, list):
+            shown = str(cell)
+            raise NotANumberError(
+                f"instances: expected a number at row {row}, column {column}, got "
+                f"{shown if len(shown) <= 60 else shown[:57] + '...'}",
+                field="instances",
+                row=row,
+            )
 
 
 def _lists(rows: list[Any]) -> list[list[Any]]:

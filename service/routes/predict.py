@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import request_response
 
-from ..body import may_hold_booleans, parse_instances, read_json_object
+from ..body import parse_request_instances, read_json_object
 from ..contract import PREDICT_EXAMPLES, Contract, Limits, PredictRequest
 from ..deps import AppState
 from ..schemas import PredictResponse, error_responses
@@ -54,13 +54,7 @@ def install(app: FastAPI, limits: Limits) -> None:
             loaded = runtime.model_for(body.version)
         else:
             loaded = await run_in_threadpool(runtime.model_for, body.version)
-        X = parse_instances(
-            body.instances,
-            loaded,
-            limits.max_rows,
-            may_hold_booleans=may_hold_booleans(raw),
-            refuse_unknown_categories=limits.refuse_unknown_categories,
-        )
+        X = parse_request_instances(body.instances, loaded, limits, raw)
         if X.size * len(loaded.classes) > _INLINE_WORK:
             scores = await run_in_threadpool(runtime.predict, loaded, X)
         else:

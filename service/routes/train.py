@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from model.errors import ModelError, UpdateRejectedError
 
-from ..body import may_hold_booleans, parse_instances, read_json_object
+from ..body import parse_request_instances, read_json_object
 from ..contract import TRAIN_EXAMPLES, Contract, Limits, TrainRequest
 from ..deps import AppState, Authorized, guard_train, take_rows
 from ..errors import ApiError, ForbiddenError
@@ -61,13 +61,7 @@ def install(app: FastAPI, limits: Limits) -> None:
                     field="force",
                 )
             loaded = state.runtime.require()
-            X = parse_instances(
-                body.instances,
-                loaded,
-                limits.max_rows,
-                may_hold_booleans=may_hold_booleans(raw),
-                refuse_unknown_categories=limits.refuse_unknown_categories,
-            )
+            X = parse_request_instances(body.instances, loaded, limits, raw)
             take_rows(request, X.shape[0])
             result = await _in_thread(
                 functools.partial(

@@ -106,7 +106,8 @@ class StoreOracle:
         updated, _ = parent.estimator.updated(
             batch.X,
             y_index,
-            learning_rate=online.get("learning_rate"),
+            # None: the model's default online rate, as the server uses it.
+            learning_rate=online.get("learning_rate") or parent.estimator.online_rate,
             passes=int(online.get("passes", 1)),
             momentum=bool(online.get("momentum", True)),  # as the update recorded it
         )

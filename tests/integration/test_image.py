@@ -644,7 +644,9 @@ def test_keys_guard_holdout_drift_and_momentum_settings_from_the_environment(
     arrays = oracle.store.read("digits", 3).arrays
     assert oracle.meta(3)["kind"] == "update" and arrays["X"].shape[0] == 4
     for momentum in (True, False):
-        replayed, _ = parent.updated(arrays["X"], arrays["y"], momentum=momentum)
+        replayed, _ = parent.updated(
+            arrays["X"], arrays["y"], learning_rate=parent.online_rate, momentum=momentum
+        )
         same = np.allclose(replayed.state_.weights, stored.state_.weights, rtol=0, atol=1e-12)
         assert same is momentum, f"momentum={momentum}"
 

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from model import errors
 from model.errors import InvalidParameterError
+from model.params import LEGACY_DEFAULTS
 from model.softmax import SoftmaxRegression
 from tests.model.synthetic import make_blobs
 from tests.model.test_softmax import assert_same_state
@@ -30,7 +31,7 @@ def trained(momentum: float = 0.9, named: bool = True, labels: Any = ("ant", "be
 def rebuilt(model: SoftmaxRegression, arrays: dict[str, NDArray[Any]] | None = None):
     return SoftmaxRegression.from_arrays(
         model.to_arrays() if arrays is None else arrays,
-        params=model.get_params(),
+        params=model.resolved_params(),
         step=model.state_.step,
         epochs_run=model.n_epochs_run_,
     )
@@ -54,12 +55,12 @@ def test_round_trip_predicts_and_continues_bit_for_bit(
     model, X, y = trained(momentum, named, labels)
     copy = SoftmaxRegression.from_arrays(
         through_npz(model.to_arrays()),
-        params=model.get_params(),
+        params=model.resolved_params(),
         step=model.state_.step,
         epochs_run=model.n_epochs_run_,
     )
 
-    assert copy.get_params() == model.get_params()
+    assert copy.resolved_params() == model.resolved_params()
     assert np.array_equal(copy.classes_, model.classes_)
     assert copy.classes_.dtype == model.classes_.dtype
     assert copy.feature_names_ == model.feature_names_
@@ -182,6 +183,6 @@ def test_invalid_params_or_step_are_value_errors(
 def test_missing_params_take_the_defaults() -> None:
     model, X, _ = trained()
     copy = SoftmaxRegression.from_arrays(model.to_arrays(), params={}, step=5)
-    assert copy.get_params() == SoftmaxRegression().get_params()
+    assert copy.resolved_params() == dict(LEGACY_DEFAULTS, online_learning_rate="auto")
     assert copy.state_.step == 5 and copy.n_epochs_run_ == 0
     assert np.array_equal(copy.predict_proba(X), model.predict_proba(X))

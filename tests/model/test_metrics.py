@@ -24,6 +24,7 @@ from model.errors import (
 )
 from model.metrics import (
     accuracy,
+    calibration,
     classification_report,
     confusion_matrix,
     log_loss,
@@ -269,3 +270,24 @@ def test_confusion_checks() -> None:
         precision_recall_f1(np.zeros((2, 2)))
     with pytest.raises(InvalidInputError, match=r"counts >= 0, got -1"):
         precision_recall_f1(np.array([[1, -1], [0, 1]]))
+
+
+def test_calibration_bins_are_right_closed_and_weighted_by_count() -> None:
+    # Top probabilities 0.5 (an inner edge: the bin below), 0.75 twice, 1.0 (the last bin).
+    proba = [[0.5, 0.5], [0.75, 0.25], [0.25, 0.75], [1.0, 0.0]]
+    result = calibration([1, 0, 0, 0], proba, n_bins=4)
+    assert result.edges.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert result.count.tolist() == [0, 1, 2, 1]
+    assert np.isnan(result.confidence[0]) and np.isnan(result.accuracy[0])
+    assert result.confidence[1:].tolist() == [0.5, 0.75, 1.0]
+    assert result.accuracy[1:].tolist() == [0.0, 0.5, 1.0]  # argmax of a tie is class 0
+    assert result.expected_calibration_error == pytest.approx((1 * 0.5 + 2 * 0.25 + 0) / 4)
+
+
+def test_calibration_checks() -> None:
+    with pytest.raises(InvalidParameterError, match=r"n_bins must be an integer >= 1, got 0"):
+        calibration([0], [[1.0]], n_bins=0)
+    with pytest.raises(InvalidParameterError, match=r"got True"):
+        calibration([0], [[1.0]], n_bins=True)
+    with pytest.raises(UnknownLabelError, match=r"proba has only 2 columns"):
+        calibration([2], [[0.5, 0.5]])

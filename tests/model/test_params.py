@@ -12,11 +12,12 @@ import pytest
 
 from model.errors import InvalidParameterError
 from model.optimizer import SGDSettings
-from model.params import HYPER_PARAMETERS, PARAMETERS, check_params
+from model.params import HYPER_PARAMETERS, LEGACY_DEFAULTS, check_params
 from model.softmax import SoftmaxRegression
 from model.train import _estimator, build_parser, main
 
-# What get_params() returned before the table existed; artifacts store it as meta["params"].
+# What get_params() returned before "auto" (0.4); artifacts stored it as meta["params"], and a
+# setting missing from a stored version still means this.
 STORED_DEFAULTS = {
     "learning_rate": 0.05,
     "schedule": "constant",
@@ -32,6 +33,16 @@ STORED_DEFAULTS = {
     "standardize": True,
 }
 
+# The defaults from 0.4: "auto" is chosen from the data by fit (model.autotune).
+DEFAULTS = STORED_DEFAULTS | {
+    "learning_rate": "auto",
+    "schedule": "auto",
+    "l2": "auto",
+    "batch_size": "auto",
+    "epochs": "auto",
+    "online_learning_rate": "auto",
+}
+
 
 def test_the_constructor_signature_is_the_table() -> None:
     signature = inspect.signature(SoftmaxRegression.__init__).parameters
@@ -44,15 +55,16 @@ def test_the_constructor_signature_is_the_table() -> None:
 
 def test_get_params_is_unchanged_and_round_trips() -> None:
     defaults = SoftmaxRegression().get_params()
-    assert defaults == STORED_DEFAULTS and list(defaults) == list(STORED_DEFAULTS)
-    settings = dict(STORED_DEFAULTS, learning_rate=0.2, schedule="invscaling", standardize=False)
+    assert defaults == DEFAULTS and list(defaults) == list(DEFAULTS)
+    assert LEGACY_DEFAULTS == STORED_DEFAULTS
+    settings = dict(DEFAULTS, learning_rate=0.2, schedule="invscaling", standardize=False)
     assert SoftmaxRegression(**settings).get_params() == settings
 
 
 def test_optimizer_settings_come_from_the_table() -> None:
-    for field in dataclasses.fields(SGDSettings):
-        assert field.default == PARAMETERS[field.name].default
-    model = SoftmaxRegression(learning_rate=0.3, momentum=0.0, l2=0.5)
+    for field in dataclasses.fields(SGDSettings):  # a bare optimizer's: the fixed ones
+        assert field.default == LEGACY_DEFAULTS[field.name]
+    model = SoftmaxRegression(learning_rate=0.3, schedule="constant", momentum=0.0, l2=0.5)
     assert dataclasses.asdict(model.sgd_settings) == {
         field.name: model.get_params()[field.name] for field in dataclasses.fields(SGDSettings)
     }
@@ -82,7 +94,7 @@ def test_every_valid_default_passes() -> None:
 
 def test_cli_defaults_are_the_estimators() -> None:
     args = build_parser().parse_args(["builtin:iris"])
-    assert _estimator(args).get_params() == STORED_DEFAULTS
+    assert _estimator(args).get_params() == DEFAULTS
 
 
 def test_cli_keeps_its_flag_spellings() -> None:
@@ -104,6 +116,7 @@ def test_cli_keeps_its_flag_spellings() -> None:
         "tol": 0.001,
         "seed": 4,
         "standardize": False,
+        "online_learning_rate": "auto",
     }
     assert _estimator(args, l2=0.5).l2 == 0.5
     long_form = build_parser().parse_args(["builtin:iris", "--learning-rate", "0.3"])

@@ -52,7 +52,7 @@ def assert_same_estimator(a: SoftmaxRegression, b: SoftmaxRegression) -> None:
             assert x.dtype == z.dtype and np.array_equal(x, z)
     assert sa.step == sb.step
     assert a.feature_names_ == b.feature_names_
-    assert a.get_params() == b.get_params()
+    assert a.resolved_params() == b.resolved_params()
 
 
 def copy_of(model: SoftmaxRegression) -> SoftmaxRegression:
@@ -109,7 +109,9 @@ def test_online_updates_replay_to_the_same_bits(tmp_path: Path) -> None:
     for op, learning_rate, passes in batches:
         X_batch, y_batch = update_batch(worker=99, op=op)
         result = repo.update(NAME, X_batch, y_batch, learning_rate=learning_rate, passes=passes)
-        report = oracle.partial_fit(X_batch, y_batch, learning_rate=learning_rate, passes=passes)
+        report = oracle.partial_fit(
+            X_batch, y_batch, learning_rate=learning_rate or oracle.online_rate, passes=passes
+        )
         assert result.previous_version == op + 1
         assert result.model.version == op + 2
         assert result.report == report
@@ -136,7 +138,7 @@ def test_update_chains_are_cut_by_snapshots(tmp_path: Path) -> None:
     for op in range(7):
         X_batch, y_batch = update_batch(worker=5, op=3 * op)  # one row: updates stay small
         result = repo.update(NAME, X_batch, y_batch)
-        oracle.partial_fit(X_batch, y_batch)
+        oracle.partial_fit(X_batch, y_batch, learning_rate=oracle.online_rate)
         expected[result.model.version] = copy_of(oracle)
     # A big minibatch costs more than a snapshot (its bytes and SNAPSHOT_SYNC_BYTES for the
     # syncs it needs): it is stored as one.
@@ -144,7 +146,7 @@ def test_update_chains_are_cut_by_snapshots(tmp_path: Path) -> None:
     X_big, y_big = np.tile(X, (200, 1)), np.tile(y, 200)  # 18,000 rows: 864 KB
     assert X_big.nbytes > SNAPSHOT_SYNC_BYTES + 1024
     big = repo.update(NAME, X_big, y_big)
-    oracle.partial_fit(X_big, y_big)
+    oracle.partial_fit(X_big, y_big, learning_rate=oracle.online_rate)
     expected[big.model.version] = copy_of(oracle)
 
     fresh = repository(tmp_path)
@@ -185,7 +187,7 @@ def test_rollback_then_update_branches_from_the_activated_version(tmp_path: Path
     X_batch, y_batch = update_batch(worker=1, op=7)
     result = repo.update(NAME, X_batch, y_batch)
     branch = copy_of(first)
-    branch.partial_fit(X_batch, y_batch)
+    branch.partial_fit(X_batch, y_batch, learning_rate=branch.online_rate)
     assert (result.model.version, result.previous_version) == (4, 1)
     assert_same_estimator(result.model.estimator, branch)
 
@@ -480,7 +482,7 @@ def test_concurrent_writer_processes_get_distinct_consecutive_versions(
         else:
             X_batch, y_batch = update_batch(record["worker"], record["op"])
             model = copy_of(model)
-            model.partial_fit(X_batch, y_batch)
+            model.partial_fit(X_batch, y_batch, learning_rate=model.online_rate)
             if fresh.store.read_meta(NAME, version)["kind"] == "update":
                 stored_X = fresh.store.read(NAME, version).arrays["X"]
                 assert np.array_equal(stored_X, X_batch)

@@ -175,7 +175,9 @@ def test_fit_and_partial_fit_leave_their_inputs_alone() -> None:
 def test_early_stopping_restores_the_best_epoch() -> None:
     X, y = make_blobs(n=300, spread=3.0, seed=8)  # overlapping classes: the loss plateaus
     X_val, y_val = make_blobs(n=200, spread=3.0, seed=9)
-    settings = dict(learning_rate=0.3, momentum=0.9, batch_size=16, l2=0.0, seed=1)
+    settings = dict(
+        learning_rate=0.3, schedule="constant", momentum=0.9, batch_size=16, l2=0.0, seed=1
+    )
     model = SoftmaxRegression(**settings, epochs=300, patience=4, tol=1e-4)
     model.fit(X, y, validation=(X_val, y_val))
 
@@ -204,7 +206,7 @@ def observed_rate(model: SoftmaxRegression, X, y) -> float:
     Xs = model.standardizer_.transform(X)
     y_index = np.searchsorted(model.classes_, y)
     old = model.state_
-    grad = loss_and_gradient(Xs, y_index, old.weights, old.bias, model.l2)
+    grad = loss_and_gradient(Xs, y_index, old.weights, old.bias, model.params_["l2"])
     model.partial_fit(X, y)
     largest = np.argmax(np.abs(grad.bias))
     return float((old.bias[largest] - model.state_.bias[largest]) / grad.bias[largest])
@@ -231,7 +233,9 @@ def test_invscaling_rate_decreases_every_step_as_documented() -> None:
 
 def test_constant_rate_and_momentum_off() -> None:
     X, y = make_blobs(n=64, seed=11)
-    model = SoftmaxRegression(learning_rate=0.07, momentum=0.0, epochs=30).fit(X, y)
+    model = SoftmaxRegression(learning_rate=0.07, schedule="constant", momentum=0.0, epochs=30).fit(
+        X, y
+    )
     assert model.state_.velocity_weights is None and model.state_.velocity_bias is None
     assert np.mean(model.predict(X) == y) > 0.9
     assert [observed_rate(model, X[:8], y[:8]) for _ in range(3)] == pytest.approx([0.07] * 3)
@@ -513,7 +517,10 @@ BAD_SETTINGS = [
     (dict(l2=float("inf")), "l2 must be >= 0 and finite, got inf"),
     (dict(power_t=-1.0), "power_t must be in [0, 10], got -1.0"),
     (dict(decay_steps=0.0), "decay_steps must be > 0, got 0.0"),
-    (dict(schedule="cosine"), "schedule must be one of constant, invscaling, got 'cosine'"),
+    (
+        dict(schedule="cosine"),
+        "schedule must be one of constant, invscaling, linear, auto, got 'cosine'",
+    ),
     (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
     (dict(batch_size=2.5), "batch_size must be an integer >= 1, got 2.5"),
     (dict(batch_size=True), "batch_size must be an integer >= 1, got True"),

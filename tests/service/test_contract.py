@@ -176,6 +176,24 @@ def test_a_three_dimensional_body_is_not_a_feature_count_error(client: TestClien
     )
 
 
+def test_a_three_dimensional_body_of_another_width_is_not_a_feature_count_error(
+    client: TestClient,
+) -> None:
+    cube = [[[5.1, 3.5, 1.4, 0.2]]]
+    for route, body in [
+        ("/predict", {"instances": cube}),
+        ("/train", {"instances": cube, "labels": ["setosa"]}),
+    ]:
+        assert_error(
+            client.post(route, json=body, headers=AUTH),
+            422,
+            "not_a_number",
+            "expected a number at row 0, column 0, got [5.1, 3.5, 1.4, 0.2]",
+            field="instances",
+            row=0,
+        )
+
+
 def test_an_object_row_after_list_rows_is_named_not_quoted(client: TestClient) -> None:
     obj = {"sepal_length": 1.0, "sepal_width": 2.0, "petal_length": 3.0, "petal_width": 4.0}
     error = assert_error(

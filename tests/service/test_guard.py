@@ -101,10 +101,11 @@ def test_a_hostile_learning_rate_is_refused(
         "learning_rate": 1.0,
         "passes": 10,
     }
+    own = ModelRepository(LocalArtifactStore(store)).load("iris").estimator.online_rate
     error = refusal(client.post("/train", json=body, headers=TRAINER))
     details = error["details"]
-    assert details["reason"] == "rate" and details["rate_ratio"] == pytest.approx(200)
-    assert "200 times the model's own step" in error["message"]
+    assert details["reason"] == "rate" and details["rate_ratio"] == pytest.approx(10 / own)
+    assert f"{10 / own:.3g} times the model's own step" in error["message"]
     assert store_state(store, "iris") == before
 
 
@@ -257,9 +258,10 @@ def test_every_guard_setting_reaches_the_guard(
         replayed = ModelRepository(LocalArtifactStore(store)).load("iris")  # no row trained on
         assert replayed.version == 3 and replayed.guard is not None and replayed.guard.rows == 17
         assert "momentum" not in detail["metrics"]  # carried (the default before 0.2)
-        body = {"instances": X[:3].tolist(), "labels": y[:3].tolist(), "learning_rate": 0.2}
+        rate = 4 * replayed.estimator.online_rate  # 4 times the model's own step: over 3
+        body = {"instances": X[:3].tolist(), "labels": y[:3].tolist(), "learning_rate": rate}
         refused = client.post("/train", json=body, headers=auth).json()["error"]
-        assert refused["details"]["reason"] == "rate"  # 0.2 / 0.05 = 4 > 3
+        assert refused["details"]["reason"] == "rate"
     body = {"instances": X[6:9].tolist(), "labels": y[6:9].tolist()}
     with TestClient(make_app(store, guard_min_rows=1000)) as client:
         answer = client.post("/train", json=body, headers=auth).json()

@@ -112,7 +112,7 @@ def test_version_detail(iris_client: TestClient) -> None:
     }
     assert offline["classes"] == ["setosa", "versicolor", "virginica"]
     assert offline["feature_names"] == list(dataset("iris").feature_names)
-    assert offline["params"] == fitted("iris").get_params()
+    assert offline["params"] == fitted("iris").resolved_params()
     assert offline["active"] is False
 
     online = iris_client.get("/models/2").json()

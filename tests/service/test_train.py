@@ -31,7 +31,10 @@ def test_each_update_is_the_model_cores_online_step_made_durable(
         before = repository(iris_store).load("iris")
         y_index = check_labels(labels, before.estimator.classes_)
         expected, report = before.estimator.updated(
-            np.array(X), y_index, learning_rate=learning_rate, passes=passes or 1
+            np.array(X),
+            y_index,
+            learning_rate=learning_rate or before.estimator.online_rate,  # the server's default
+            passes=passes or 1,
         )
         prequential = before.estimator.log_loss(X, labels)  # the pre-update model on the batch
 
@@ -110,7 +113,9 @@ def test_after_a_rollback_the_next_update_builds_on_the_active_version(
 
     X, labels = batch("iris", 7, 10, step=14)
     v1 = repository(iris_store).load("iris", 1).estimator
-    expected, _ = v1.updated(np.array(X), check_labels(labels, v1.classes_))
+    expected, _ = v1.updated(
+        np.array(X), check_labels(labels, v1.classes_), learning_rate=v1.online_rate
+    )
     response = iris_client.post("/train", json={"instances": X, "labels": labels}, headers=AUTH)
     assert response.status_code == 200
     assert response.json()["version"] == 4
