@@ -12,7 +12,9 @@ The rules (``n`` training rows):
   (``C * sum(loss) + ||W||^2 / 2`` divided by ``C n``), so both minimize the same objective;
 * ``batch_size``: ``n / 250`` rounded to a power of two, within [32, 1024] (and at most ``n``):
   a few hundred steps per epoch on large sets, enough gradient noise to generalize on small ones;
-* ``epochs``: enough epochs for about :data:`STEP_BUDGET` steps, within [5, 100];
+* ``epochs``: enough epochs for about :data:`STEP_BUDGET` steps, but no more than
+  :data:`ROW_BUDGET` rows visited, within [5, 100] (a large set's rows repeat each other: a few
+  passes reach lbfgs's accuracy there, and more only cost time);
 * ``schedule = "linear"``: the rate falls linearly from ``learning_rate`` to 1% of it over
   ``decay_steps = epochs x steps per epoch`` (and stays there);
 * ``learning_rate``: a short probe, as the lecture notes advise: from zero weights, each rate of
@@ -47,6 +49,7 @@ __all__ = ["AUTO", "PROBE_RATES", "SAMPLE_ROWS", "resolve"]
 AUTO = "auto"
 
 STEP_BUDGET = 8000
+ROW_BUDGET = 2_000_000  # rows visited: large sets need few passes (their rows repeat each other)
 PROBE_ROWS = 2000
 PROBE_HOLDOUT = 1000
 PROBE_STEPS = 100
@@ -80,7 +83,8 @@ def resolve(
         out["batch_size"] = min(n, int(np.clip(_power_of_two(n / 250), 32, 1024)))
     steps_per_epoch = math.ceil(n / out["batch_size"])
     if out["epochs"] == AUTO:
-        out["epochs"] = int(np.clip(math.ceil(STEP_BUDGET / steps_per_epoch), 5, 100))
+        budget = min(math.ceil(STEP_BUDGET / steps_per_epoch), math.ceil(ROW_BUDGET / n))
+        out["epochs"] = int(np.clip(budget, 5, 100))
     if out["schedule"] == AUTO:
         out["schedule"] = "linear"
         out["decay_steps"] = float(max(1, out["epochs"] * steps_per_epoch))

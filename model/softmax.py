@@ -626,15 +626,23 @@ class _Training:
 
     def _epoch(self, epoch: int, order: Index, state: TrainState) -> tuple[TrainState, EpochRecord]:
         X, y, bs, settings = self.X, self.y, self.batch_size, self.settings
-        transform = self.estimator.standardizer_.transform
+        standardizer = self.estimator.standardizer_
+        # One minibatch buffer, reused: rows gathered into it and standardized in place, the
+        # same arithmetic as Standardizer.transform (so partial_fit's steps are these, bit
+        # for bit). A step reads its minibatch and keeps none of it.
+        buffer = np.empty((min(bs, X.shape[0]), X.shape[1]))
         total = 0.0
         rate = None
         # A diverging step overflows; is_finite below turns that into DivergenceError.
         with np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, X.shape[0], bs):
                 rows = order[start : start + bs]
+                batch = buffer[: rows.shape[0]]
+                np.take(X, rows, axis=0, out=batch)
+                np.subtract(batch, standardizer.mean, out=batch)
+                np.divide(batch, standardizer.scale, out=batch)
                 rate = self._annealed_rate(state.step)
-                state, figures = sgd_step(state, transform(X[rows]), y[rows], settings, rate)
+                state, figures = sgd_step(state, batch, y[rows], settings, rate)
                 total += figures.loss * rows.shape[0]
         if not state.is_finite():
             raise DivergenceError(
