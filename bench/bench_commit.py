@@ -9,7 +9,8 @@ Run from the repository root (needs ``wrk``; ``strace`` for the sync count; inst
    fsync of the directory: what one durable version costs when nothing is shared) and
    "append + fdatasync" (16 KB appended to one file, then ``fdatasync``: one log record).
    Before the servers run and after them (disks are noisy); both reported, and their median.
-2. Trains a digits model into a temporary store (``python -m model.train builtin:digits``).
+2. Trains a digits model into a temporary store per tree (``python -m model.train
+   builtin:digits``, each tree's own CLI: newer stores need not load in older code).
 3. For each round (``--rounds``, order of worker counts alternating) and each ``--workers``
    count: the real server (``python -m service``) on a fresh copy of the store, a ``wrk``
    warm-up, then ``wrk -t2 -c8`` POSTing /train bodies that rotate through 64 distinct valid
@@ -573,12 +574,17 @@ def main(argv: list[str] | None = None) -> int:
         probes_before = run_probes(work, args.probe_iterations, "before")
         bodies, ready = write_bodies(work)
         script = lua_script(work, bodies)
-        store = work / "store"
-        subprocess.run(
-            [PYTHON, "-m", "model.train", "builtin:digits", "--store", str(store), "--quiet"],
-            cwd=REPO,
-            check=True,
-        )
+        # Each tree trains its own store with its own CLI: a store written by one release may
+        # not load in an older one (README, "Compatibility").
+        stores = {name: work / f"store-{name}" for name in trees}
+        for name, tree in trees.items():
+            subprocess.run(
+                [PYTHON, "-m", "model.train", "builtin:digits", "--store", str(stores[name])]
+                + ["--quiet"],
+                cwd=tree,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                check=True,
+            )
         runs: list[TrainRun] = []
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}", flush=True)
@@ -591,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs += session(
                     args,
                     work,
-                    store,
+                    stores[tree_name],
                     tree_name,
                     trees[tree_name],
                     workers,
@@ -604,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_strace:
             for tree_name, tree in trees.items():
                 traced[tree_name] = traced_session(
-                    args, work, store, tree_name, tree, script, ready
+                    args, work, stores[tree_name], tree_name, tree, script, ready
                 )
         probes_after = run_probes(work, args.probe_iterations, "after")
 
