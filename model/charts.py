@@ -233,7 +233,7 @@ def _validation_values(history: Sequence[EpochRecord], name: str) -> list[float]
 def _mark_best(axes: Axes, best_epoch: int | None) -> None:
     if best_epoch is not None:
         axes.axvline(
-            best_epoch, color=_BEST, linestyle=":", label=f"best epoch {best_epoch} (kept)"
+            best_epoch, color=_BEST, linestyle=":", label=f"epoch {best_epoch}: its weights kept"
         )
 
 

@@ -74,7 +74,7 @@ def write_report(
 
         write_report("report", history=model.history_, y_true=y_index,
                      proba=model.predict_proba(X_test), classes=model.classes_.tolist(),
-                     title="digits", best_epoch=model.best_epoch_)
+                     title="digits", best_epoch=model.kept_epoch_)
     """
     if not history:
         raise EmptyInputError(

@@ -103,6 +103,7 @@ class SoftmaxRegression:
     n_epochs_run_: int
     best_epoch_: int | None
     stop_reason_: str  # how fit ended: "epochs" (all run), "plateau" (early stop); "" before
+    kept_epoch_: int | None  # the epoch whose weights fit kept (the last, or the best one's)
 
     # The validated optimizer settings and the setting values they were built from.
     _sgd_cache: tuple[tuple[Any, ...], SGDSettings]
@@ -300,6 +301,7 @@ class SoftmaxRegression:
         self.n_epochs_run_ = epochs_run
         self.best_epoch_ = None
         self.stop_reason_ = ""
+        self.kept_epoch_ = None
         return self
 
     # ----------------------------------------------------------------- codec
@@ -618,10 +620,12 @@ class _Training:
                 if self.settings.schedule != "linear":
                     break
                 last_epoch = self._start_annealing(epoch, state)
+        estimator.kept_epoch_ = estimator.n_epochs_run_
         if best is None:
             return state
         if self.settings.schedule == "linear" and last_loss <= best[0] * (1 + WORSE_THAN_BEST):
             return state
+        estimator.kept_epoch_ = estimator.best_epoch_
         return best[1]
 
     def _epoch(self, epoch: int, order: Index, state: TrainState) -> tuple[TrainState, EpochRecord]:

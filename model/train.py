@@ -245,21 +245,26 @@ def _search(args: argparse.Namespace, data: Dataset, train: Index, val: Index) -
 
 def how_it_ended(estimator: SoftmaxRegression) -> str | None:
     """A sentence when training did not simply run its epochs: it stopped early, or it hit the
-    epoch limit while the validation loss was still improving."""
+    epoch limit while the validation loss was still improving; and which weights it kept."""
     ran, best, limit = (
         estimator.n_epochs_run_,
         estimator.best_epoch_,
         estimator.resolved_params()["epochs"],
     )
+    kept = (
+        f"kept epoch {estimator.kept_epoch_}'s weights"
+        if estimator.kept_epoch_ == best
+        else f"kept the last epoch's weights, best epoch {best}"
+    )
     if estimator.stop_reason_ == "plateau":
         return (
             f"stopped early after epoch {ran} of {limit}: the validation loss had not improved "
-            f"for {estimator.resolved_params()['patience']} epochs (best epoch {best})"
+            f"for {estimator.resolved_params()['patience']} epochs ({kept})"
         )
     if best is not None and best >= ran - 1 and ran == limit:
         return (
             f"reached the epoch limit ({limit}) with the validation loss still improving "
-            f"(best epoch {best}): more --epochs may help"
+            f"({kept}): more --epochs may help"
         )
     return None
 
@@ -381,6 +386,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any] | Non
         confusion_matrix=metrics.get("confusion_matrix"),
         epochs_run=estimator.n_epochs_run_,
         best_epoch=estimator.best_epoch_,
+        kept_epoch=estimator.kept_epoch_,
         stopped=how_it_ended(estimator),
         settings=estimator.resolved_params(),
         seconds=round(time.perf_counter() - started, 3),
@@ -406,7 +412,7 @@ def _write_report(
             classes=[c.item() for c in estimator.classes_],
             title=title,
             summary=training,
-            best_epoch=estimator.best_epoch_,
+            best_epoch=estimator.kept_epoch_,
         )
     )
 
@@ -456,6 +462,7 @@ def _training_record(
         "rows": {"train": int(train.size), "validation": int(val.size), "test": int(test.size)},
         "epochs_run": estimator.n_epochs_run_,
         "best_epoch": estimator.best_epoch_,
+        "kept_epoch": estimator.kept_epoch_,
         "stopped": estimator.stop_reason_,
         "seconds": round(time.perf_counter() - started, 3),
         **({"search": report["search"]["best"]} if args.search else {}),

@@ -625,3 +625,16 @@ def test_unfitted_model_raises_not_fitted(call: Callable[[SoftmaxRegression], An
     with pytest.raises(errors.NotFittedError) as caught:
         call(SoftmaxRegression())
     assert str(caught.value) == "this model has not been trained: call fit or initialize first"
+
+
+def test_the_kept_epoch_is_the_one_whose_weights_the_model_holds() -> None:
+    X, y = make_blobs(n=400, spread=3.0, seed=21)
+    X_val, y_val = make_blobs(n=200, spread=3.0, seed=22)
+    for schedule in ("linear", "constant"):
+        model = SoftmaxRegression(schedule=schedule, learning_rate=0.3, epochs=60, patience=3)
+        model.fit(X, y, validation=(X_val, y_val))
+        kept = model.kept_epoch_
+        assert kept in (model.best_epoch_, model.n_epochs_run_)
+        assert kept is not None and model.history_[kept - 1].val_loss == pytest.approx(
+            model.log_loss(X_val, y_val), rel=1e-12, abs=0
+        )
