@@ -428,7 +428,9 @@ class ModelRepository:
             updated, trained = estimator.updated(
                 train_X,
                 train_y,
-                learning_rate=estimator.online_rate if learning_rate is None else learning_rate,
+                learning_rate=estimator.online_rate_given
+                if learning_rate is None
+                else learning_rate,
                 passes=passes,
                 momentum=self.online_momentum,
             )
@@ -710,7 +712,9 @@ class ModelRepository:
                 X,
                 y,
                 learning_rate=(
-                    updated.online_rate if online.learning_rate is None else online.learning_rate
+                    updated.online_rate_given
+                    if online.learning_rate is None
+                    else online.learning_rate
                 ),
                 passes=online.passes,
                 momentum=online.momentum,

@@ -158,6 +158,17 @@ class SoftmaxRegression:
         return value
 
     @property
+    def online_rate_given(self) -> float | None:
+        """The step size an online update without one is given: ``online_learning_rate`` as
+        resolved, or None for a model stored without one (before 0.4), whose online updates
+        follow its schedule, pass by pass, as they always did."""
+        self._require_fitted()
+        rate = self._setting("online_learning_rate")
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            return float(rate)
+        return None
+
+    @property
     def online_rate(self) -> float:
         """The default step size of an online update (``/train``): ``online_learning_rate``
         as resolved, or for a model stored without one (before 0.4) its schedule's current

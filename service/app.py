@@ -102,7 +102,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One BLAS thread per worker: requests are small products, run from several threads
         # (and workers) at once; BLAS threads of their own only contend for the same cores.
-        threadpool_limits(limits=1, user_api="blas")
+        blas = threadpool_limits(limits=1, user_api="blas")
         _log_access(state.settings, state.access)
         runtime.resolve_name()  # several models and no --model: refuse to start
         await _load_active(state.settings, runtime)
@@ -112,6 +112,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         finally:
             runtime.stop_polling()
             state.metrics.process_exit()
+            blas.restore_original_limits()  # the process's BLAS as it was (tests run many apps)
 
     return lifespan
 

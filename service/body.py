@@ -12,7 +12,7 @@ compressed body (``Content-Encoding`` other than ``identity``) is refused with 4
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -278,13 +278,18 @@ def _refuse_nested(item: list[Any], row: int) -> None:
 def _lists(rows: list[Any]) -> list[list[Any]]:
     for row, item in enumerate(rows):
         if not isinstance(item, list):
-            raise InvalidRequestError(
-                f"instances: expected every row to be a list like row 0, "
-                f"got {describe_value(item)} at row {row}",
-                field="instances",
-                row=row,
-            )
+            _refuse_row_shape("a list", item, row)
     return rows
+
+
+def _refuse_row_shape(shape: str, item: Any, row: int) -> NoReturn:
+    """Rows must all have row 0's shape (``shape``: "a list" or "an object")."""
+    raise InvalidRequestError(
+        f"instances: expected every row to be {shape} like row 0, "
+        f"got {describe_value(item)} at row {row}",
+        field="instances",
+        row=row,
+    )
 
 
 def _rows_from_objects(rows: list[Any], names: tuple[str, ...] | None) -> list[list[Any]]:
@@ -298,12 +303,7 @@ def _rows_from_objects(rows: list[Any], names: tuple[str, ...] | None) -> list[l
     out: list[list[Any]] = []
     for row, item in enumerate(rows):
         if not isinstance(item, dict):
-            raise InvalidRequestError(
-                f"instances: expected every row to be an object like row 0, "
-                f"got {describe_value(item)} at row {row}",
-                field="instances",
-                row=row,
-            )
+            _refuse_row_shape("an object", item, row)
         unknown = [key for key in item if key not in position]
         if unknown:
             raise UnknownFeatureError(

@@ -107,7 +107,7 @@ class StoreOracle:
             batch.X,
             y_index,
             # None: the model's default online rate, as the server uses it.
-            learning_rate=online.get("learning_rate") or parent.estimator.online_rate,
+            learning_rate=online.get("learning_rate") or parent.estimator.online_rate_given,
             passes=int(online.get("passes", 1)),
             momentum=bool(online.get("momentum", True)),  # as the update recorded it
         )

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import LocalArtifactStore, ModelRepository, VersionMeta
+from model import LocalArtifactStore, ModelRepository, SoftmaxRegression, VersionMeta
 from model.errors import CorruptArtifactError
+from model.params import LEGACY_DEFAULTS
+
+from .synthetic import make_blobs
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-0.1.0"
 
@@ -94,3 +97,22 @@ def test_online_step_is_a_deprecated_alias_of_updated() -> None:
     new, new_report = estimator.updated(X[:2], y_index)
     assert old_report == new_report
     assert np.array_equal(old.state_.weights, new.state_.weights)
+
+
+def test_an_old_invscaling_model_replays_multi_pass_updates_pass_by_pass(tmp_path: Path) -> None:
+    """A model stored before 0.4 has no online_learning_rate: an update without a rate follows
+    its schedule pass by pass (each pass its own step's rate), as 0.3 wrote it and replays it."""
+    X, y = make_blobs(n=60, seed=31)
+    legacy = dict(LEGACY_DEFAULTS, schedule="invscaling", decay_steps=5.0, epochs=3)
+    fitted = SoftmaxRegression(**legacy).fit(X, y)
+    old = SoftmaxRegression.from_arrays(fitted.to_arrays(), params=legacy, step=fitted.state_.step)
+    assert old.online_rate_given is None
+    repo = ModelRepository(LocalArtifactStore(tmp_path))
+    repo.save(old, "m")
+    answer = repo.update("m", X[:8], y[:8], passes=3)
+    oracle = old.with_state(old.state_)
+    oracle.partial_fit(X[:8], y[:8], passes=3)  # the schedule, pass by pass
+    assert np.array_equal(answer.model.estimator.state_.weights, oracle.state_.weights)
+    reloaded = ModelRepository(LocalArtifactStore(tmp_path)).load("m")
+    assert reloaded.version == 2
+    assert np.array_equal(reloaded.estimator.state_.weights, oracle.state_.weights)
