@@ -101,6 +101,22 @@ def test_partial_fit_steps_equal_fit_bit_for_bit(momentum: float, batch_size: in
     assert (fitted.state_.velocity_weights is None) == (momentum == 0)
 
 
+def test_partial_fit_steps_equal_fit_bit_for_bit_with_every_default() -> None:
+    """No settings at all: "auto" resolves the same way in fit and in initialize, so the
+    online steps over fit's minibatches reproduce it (the linear schedule included)."""
+    X, y = make_blobs(n=150, n_features=4, seed=5)
+    fitted = SoftmaxRegression().fit(X, y)
+    params = fitted.resolved_params()
+    assert "auto" not in params.values()
+
+    stepped = SoftmaxRegression().initialize(X, y)
+    assert stepped.resolved_params() == params
+    manual_minibatches(
+        stepped, X, y, epochs=params["epochs"], batch_size=params["batch_size"], seed=0
+    )
+    assert_same_state(fitted, stepped)
+
+
 def test_partial_fit_continues_exactly_where_fit_stopped() -> None:
     X, y = make_blobs(n=90, seed=2)
     settings = dict(learning_rate=0.05, schedule="invscaling", decay_steps=10.0, batch_size=8)
