@@ -172,12 +172,9 @@ class SoftmaxRegression:
     def online_rate(self) -> float:
         """The default step size of an online update (``/train``): ``online_learning_rate``
         as resolved, or for a model stored without one (before 0.4) its schedule's current
-        rate, as online updates have always used."""
-        self._require_fitted()
-        rate = self._setting("online_learning_rate")
-        if isinstance(rate, int | float) and not isinstance(rate, bool):
-            return float(rate)
-        return self.sgd_settings.rate(self.state_.step)
+        rate (its first pass's), as online updates have always used."""
+        given = self.online_rate_given
+        return self.sgd_settings.rate(self.state_.step) if given is None else given
 
     @property
     def sgd_settings(self) -> SGDSettings:
