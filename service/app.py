@@ -20,7 +20,8 @@ from .contract import Limits
 from .deps import Access, AppState, close_route
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
-from .routes import health, metrics, models, predict, train
+from .registry import ModelRegistry
+from .routes import health, metrics, models, predict, train, v2
 from .runtime import Runtime
 
 __all__ = ["create_app"]
@@ -58,7 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if isinstance(repository.store, LocalArtifactStore):
         repository.store.on_sync = app_metrics.store_syncs.inc
     runtime.on_swap(_publisher(app_metrics, settings.guard_surprise_quantile))
-    state = AppState(settings, runtime, app_metrics, access)
+    registry = ModelRegistry(
+        repository,
+        memory_budget=settings.models_memory_bytes,
+        resident=runtime,
+        metrics_window=settings.metrics_window,
+    )
+    state = AppState(settings, runtime, app_metrics, access, registry)
 
     # FastAPIOffline: FastAPI with /docs and /redoc served from assets shipped in that package
     # (Swagger UI, ReDoc), so the docs work where the service has no internet access.
@@ -107,9 +114,11 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         runtime.resolve_name()  # several models and no --model: refuse to start
         await _load_active(state.settings, runtime)
         runtime.start_polling(state.settings.reload_interval)
+        state.registry.start_polling(state.settings.reload_interval)
         try:
             yield
         finally:
+            state.registry.stop_polling()
             runtime.stop_polling()
             state.metrics.process_exit()
             blas.restore_original_limits()  # the process's BLAS as it was (tests run many apps)
@@ -164,3 +173,4 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    v2.install(app, limits, predict_requires_key=settings.predict_requires_key)

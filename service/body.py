@@ -38,10 +38,16 @@ from .errors import (
     InvalidRequestError,
     TooManyRowsError,
     UnsupportedMediaTypeError,
-    error_response,
+    error_response_for,
 )
 
-__all__ = ["BodyLimitMiddleware", "may_hold_booleans", "parse_instances", "read_json_object"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "may_hold_booleans",
+    "parse_instances",
+    "read_body",
+    "read_json_object",
+]
 
 
 class _TooLarge(Exception):
@@ -56,11 +62,12 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit = limit
 
-    def _reject(self) -> Any:
-        return error_response(
+    def _reject(self, scope: Scope) -> Any:
+        return error_response_for(
+            scope.get("path", ""),
             BodyTooLargeError(
                 f"request body exceeds the limit of {self.limit} bytes (max_body_bytes)"
-            )
+            ),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,7 +81,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    await self._reject()(scope, receive, send)
+                    await self._reject(scope)(scope, receive, send)
                     return
                 if declared >= 0:
                     # The server delivers no more than the declared length: nothing to count.
@@ -102,17 +109,22 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject()(scope, receive, send)
+                await self._reject(scope)(scope, receive, send)
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body; 415 for a compressed one."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {encoding!r} is not supported: send the body uncompressed"
+        )
+    return await request.body()
 
 
 async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object, and its raw bytes."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise UnsupportedMediaTypeError(
-            f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed"
-        )
-    body = await request.body()
+    body = await read_body(request)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

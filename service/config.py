@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         description="a category a model did not see in training: ignore (all its one-hot "
         "columns 0) or refuse (422 unknown_category naming the column and the value)",
     )
+    models_memory_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="memory budget of the models the /v2 routes load by name: past it the "
+        "least recently used are unloaded (the default model always stays; one model larger "
+        "than the budget is still served, alone)",
+    )
     reload_interval: float = Field(
         0.5, gt=0, le=3600, description="seconds between checks of the store for new versions"
     )

@@ -30,6 +30,7 @@ from .errors import ApiError, ForbiddenError, UnauthorizedError
 from .keys import ANONYMOUS, Caller, Keyring, Permission
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .registry import ModelRegistry
 from .runtime import Runtime
 
 __all__ = [
@@ -87,6 +88,7 @@ class AppState:
     runtime: Runtime
     metrics: Metrics
     access: Access
+    registry: ModelRegistry  # every model of the store by name (the /v2 routes)
 
 
 # The dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``

@@ -35,6 +35,10 @@ everything that becomes an error answer (status, code)::
         ├── NoModelError                       503  no_model
         └── InternalError                      500  internal_error
 
+On the Open Inference Protocol's routes (``/v2``) the same errors answer in that protocol's
+shape, ``{"error": "<message>", "type": ..., "field": ...}``, with 400 for what is 422 here and
+404 for an unknown model (:func:`v2_error_response`).
+
 The framework's own errors (an unknown route, a wrong method, path and query validation) are
 turned into the ApiError of their status, so they get the same body; anything unexpected is a
 logged ``internal_error``. :func:`install_error_handlers` registers the one handler.
@@ -73,9 +77,13 @@ __all__ = [
     "TooManyRowsError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
+    "V2_PREFIX",
     "error_response",
+    "error_response_for",
     "install_error_handlers",
     "status_of",
+    "v2_error_response",
+    "v2_status_of",
 ]
 
 log = logging.getLogger("service.errors")
@@ -208,9 +216,10 @@ def status_of(exc: ModelError | ApiError) -> int:
     return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
 
 
-def error_response(exc: ModelError | ApiError) -> Response:
-    """The one error answer: the body above, ``Retry-After`` on 503s, the error's headers."""
-    body: dict[str, Any] = {"type": exc.code, "message": exc.message}
+def _fields(exc: ModelError | ApiError) -> dict[str, Any]:
+    """What an error answer says beyond its message: ``field``, ``row``, ``details``,
+    ``retry_after`` when the error has them."""
+    body: dict[str, Any] = {}
     if exc.field is not None:
         body["field"] = exc.field
     if exc.row is not None:
@@ -219,16 +228,48 @@ def error_response(exc: ModelError | ApiError) -> Response:
         body["details"] = exc.details
     if isinstance(exc, TooManyRequestsError):
         body["retry_after"] = exc.retry_after
-    status = status_of(exc)
+    return body
+
+
+def _answer(body: dict[str, Any], status: int, exc: ModelError | ApiError) -> Response:
     headers = exc.headers if isinstance(exc, ApiError) else None
     if status == 503:
         headers = {"Retry-After": "1", **(headers or {})}
     return Response(
-        orjson.dumps({"error": body}),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
+
+
+def error_response(exc: ModelError | ApiError) -> Response:
+    """The one error answer: the body above, ``Retry-After`` on 503s, the error's headers."""
+    body = {"type": exc.code, "message": exc.message, **_fields(exc)}
+    return _answer({"error": body}, status_of(exc), exc)
+
+
+V2_PREFIX = "/v2"
+
+
+def v2_status_of(exc: ModelError | ApiError) -> int:
+    """The status of an error on the Open Inference Protocol's routes: the protocol answers a
+    client's mistake with 400 (not 422), and an unknown model with 404."""
+    if isinstance(exc, model_errors.ModelNotFoundError):
+        return 404
+    status = status_of(exc)
+    return 400 if status == 422 else status
+
+
+def v2_error_response(exc: ModelError | ApiError) -> Response:
+    """The same error on a ``/v2`` route, in the protocol's shape: ``{"error": message}``,
+    then the error's ``type`` and the other fields of the native body beside it."""
+    body = {"error": exc.message, "type": exc.code, **_fields(exc)}
+    return _answer(body, v2_status_of(exc), exc)
+
+
+def error_response_for(path: str, exc: ModelError | ApiError) -> Response:
+    """The error answer for a request to ``path``: the protocol's shape under ``/v2``."""
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return v2_error_response(exc)
+    return error_response(exc)
 
 
 def _from_http_exception(request: Request, exc: StarletteHTTPException) -> ApiError:
@@ -263,13 +304,16 @@ def install_error_handlers(app: FastAPI) -> None:
         elif isinstance(exc, RequestValidationError):
             exc = _from_validation_error(exc)
         assert isinstance(exc, ModelError | ApiError)  # the classes registered below
-        if status_of(exc) >= 500:
+        response = error_response_for(request.url.path, exc)
+        if response.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc)
+        return response
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(InternalError("internal server error (see the logs)"))
+        return error_response_for(
+            request.url.path, InternalError("internal server error (see the logs)")
+        )
 
     for cls in (ModelError, ApiError, StarletteHTTPException, RequestValidationError):
         app.add_exception_handler(cls, known)

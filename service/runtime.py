@@ -212,6 +212,13 @@ class Runtime:
                 self._pinned.popitem(last=False)
         return loaded
 
+    def loaded_models(self) -> list[LoadedModel]:
+        """Every version this runtime holds in memory: the served one and the pinned ones."""
+        with self._pinned_lock:
+            pinned = list(self._pinned.values())
+        current = self.current
+        return [current, *pinned] if current is not None else pinned
+
     def is_cached(self, version: int | None) -> bool:
         current = self.current
         return (

@@ -7,13 +7,16 @@ import contextvars
 import functools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
+from numpy.typing import NDArray
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from model import LoadedModel
 from model.errors import ModelError, UpdateRejectedError
 
 from ..body import parse_request_instances, read_json_object
@@ -21,10 +24,11 @@ from ..contract import TRAIN_EXAMPLES, Contract, Limits, TrainRequest
 from ..deps import AppState, Authorized, guard_train, take_rows
 from ..errors import ApiError, ForbiddenError
 from ..keys import Caller
+from ..runtime import Runtime
 from ..schemas import TrainResponse, error_responses
 from .predict import RawRoute
 
-__all__ = ["install"]
+__all__ = ["apply_update", "check_force", "count_refusal", "install"]
 
 T = TypeVar("T")
 
@@ -54,57 +58,76 @@ def install(app: FastAPI, limits: Limits) -> None:
         try:
             data, raw = await read_json_object(request)
             body = contract.parse(data)
-            if body.force and not caller.may("admin"):
-                raise ForbiddenError(
-                    f"force: overriding the guard needs the admin permission, which key "
-                    f"{caller.name!r} does not have",
-                    field="force",
-                )
+            check_force(body, caller)
             loaded = state.runtime.require()
             X = parse_request_instances(body.instances, loaded, limits, raw)
-            take_rows(request, X.shape[0])
-            result = await _in_thread(
-                functools.partial(
-                    state.runtime.update,
-                    X,
-                    body.labels,
-                    learning_rate=body.learning_rate,
-                    passes=body.passes or 1,
-                    parsed_with=loaded,
-                    key=caller.name,
-                    force=bool(body.force),
-                )
-            )
+            answer = await apply_update(request, state, state.runtime, loaded, X, body, caller)
         except (ModelError, ApiError) as exc:
-            _count_refusal(state, exc)
+            count_refusal(state, state.runtime, exc)
             raise
-        state.metrics.set_traffic_drift(state.runtime.traffic_drift())
-        report = result.report
-        state.metrics.updates_applied.inc()
-        state.metrics.rows_trained.inc(report.n - result.held_out)  # held-out rows: guard set
-        answer = {
-            "version": result.model.version,
-            "previous_version": result.previous_version,
-            "n": report.n,
-            "loss_before": report.loss_before,
-            "loss_after": report.loss_after,
-            "held_out": result.held_out,
-            "guard": result.verdict.to_json() if result.verdict is not None else None,
-        }
         return Response(orjson.dumps(answer), media_type="application/json")
 
     _register(app, guard_train(train), contract)
     _behind_predict(app.router.routes)
 
 
-def _count_refusal(state: AppState, exc: ModelError | ApiError) -> None:
-    """A refused /train, counted by error type (and, for the guard, by the signal)."""
+def check_force(body: TrainRequest, caller: Caller) -> None:
+    """``force`` overrides the guard: only a key with the admin permission may."""
+    if body.force and not caller.may("admin"):
+        raise ForbiddenError(
+            f"force: overriding the guard needs the admin permission, which key "
+            f"{caller.name!r} does not have",
+            field="force",
+        )
+
+
+async def apply_update(
+    request: Request,
+    state: AppState,
+    runtime: Runtime,
+    loaded: LoadedModel,
+    X: NDArray[np.float64],
+    body: TrainRequest,
+    caller: Caller,
+) -> dict[str, Any]:
+    """Take the rows from the caller's budget, apply the update in an update thread (durable
+    when it returns), count it; the answer's fields (/train's, and V2 training's)."""
+    take_rows(request, X.shape[0])
+    result = await _in_thread(
+        functools.partial(
+            runtime.update,
+            X,
+            body.labels,
+            learning_rate=body.learning_rate,
+            passes=body.passes or 1,
+            parsed_with=loaded,
+            key=caller.name,
+            force=bool(body.force),
+        )
+    )
+    state.metrics.set_traffic_drift(runtime.traffic_drift())
+    report = result.report
+    state.metrics.updates_applied.inc()
+    state.metrics.rows_trained.inc(report.n - result.held_out)  # held-out rows: guard set
+    return {
+        "version": result.model.version,
+        "previous_version": result.previous_version,
+        "n": report.n,
+        "loss_before": report.loss_before,
+        "loss_after": report.loss_after,
+        "held_out": result.held_out,
+        "guard": result.verdict.to_json() if result.verdict is not None else None,
+    }
+
+
+def count_refusal(state: AppState, runtime: Runtime, exc: ModelError | ApiError) -> None:
+    """A refused update, counted by error type (and, for the guard, by the signal)."""
     reason = exc.code
     if isinstance(exc, UpdateRejectedError):  # which signal refused it
         reason = f"{exc.code}:{exc.details.get('reason')}"
     state.metrics.updates_rejected.labels(reason).inc()
     if isinstance(exc, UpdateRejectedError):  # judged: the traffic's drift test saw it
-        state.metrics.set_traffic_drift(state.runtime.traffic_drift())
+        state.metrics.set_traffic_drift(runtime.traffic_drift())
 
 
 def _register(
