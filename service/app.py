@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resident=runtime,
         metrics_window=settings.metrics_window,
     )
+    registry.on_evict(lambda name: app_metrics.models_evicted.labels(name).inc())
     state = AppState(settings, runtime, app_metrics, access, registry)
 
     # FastAPIOffline: FastAPI with /docs and /redoc served from assets shipped in that package

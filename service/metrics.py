@@ -61,6 +61,12 @@ class Metrics:
         self.rows_predicted = Counter(
             "softmax_rows_predicted_total", "rows answered by /predict", registry=r
         )
+        self.models_evicted = Counter(
+            "softmax_models_evicted_total",
+            "models unloaded by the /v2 routes' registry to keep to models_memory_bytes, by model",
+            ["model"],
+            registry=r,
+        )
 
     def _register_updates(self) -> None:
         """Online updates: applied, refused, synced; the active version; the prequential window."""

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,7 @@ class ModelRegistry:
         self._loading: dict[str, threading.Lock] = {}  # one load per name at a time
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._evict_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ lookup
     def held(self, name: str) -> Runtime | None:
@@ -167,6 +168,12 @@ class ModelRegistry:
                     return
                 del self._held[victim]
             log.info("evicted model %r (memory budget %d bytes)", victim, self.memory_budget)
+            for listener in self._evict_listeners:
+                listener(victim)
+
+    def on_evict(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with the name of every model evicted to keep to the budget."""
+        self._evict_listeners.append(listener)
 
     # ------------------------------------------------------------------ reload
     def refresh(self) -> list[str]:
