@@ -38,6 +38,7 @@ __all__ = [
     "Admin",
     "AppState",
     "Authorized",
+    "Predictor",
     "State",
     "app_state",
     "authenticate",
@@ -217,6 +218,10 @@ async def _require_admin(request: Request, state: State, credentials: Credential
     return _authenticated(request, state.access.keyring, credentials, "admin")
 
 
+async def _require_predict(request: Request, state: State, credentials: Credentials) -> Caller:
+    return _authenticated(request, state.access.keyring, credentials, "predict")
+
+
 def _authenticated(
     request: HTTPConnection,
     keyring: Keyring,
@@ -236,6 +241,9 @@ Authorized = Depends(_require_train)
 """/train: a key with the ``train`` permission, within its request rate."""
 Admin = Depends(_require_admin)
 """Activation: a key with the ``admin`` permission."""
+Predictor = Depends(_require_predict)
+"""Inference routes when ``predict_requires_key`` is set: a key with the ``predict``
+permission (or train, admin)."""
 
 
 def take_rows(request: Request, n: int) -> None:

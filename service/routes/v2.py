@@ -19,7 +19,7 @@ from model.errors import ModelError
 
 from ..body import read_body
 from ..contract import MAX_VERSION, Contract, Limits, TrainRequest
-from ..deps import AppState, Authorized, State, close_route
+from ..deps import AppState, Authorized, Predictor, State
 from ..errors import ApiError, NoModelError
 from ..keys import Caller
 from ..runtime import Runtime
@@ -181,6 +181,7 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
         return {"name": loaded.name, "ready": True}
 
     infer_doc: dict[str, Any] = {
+        "dependencies": [Predictor] if predict_requires_key else [],
         "response_model": None,
         "responses": {
             200: {"model": V2InferResponse, "content": _BINARY},
@@ -248,9 +249,3 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
         return Response(orjson.dumps(answer), media_type="application/json")
 
     app.include_router(router)
-    if predict_requires_key:
-        for path in (
-            "/v2/models/{model_name}/infer",
-            "/v2/models/{model_name}/versions/{model_version}/infer",
-        ):
-            close_route(app, path, "predict")
