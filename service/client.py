@@ -12,6 +12,8 @@ Every error answer raises :class:`ServiceError` carrying the HTTP status and the
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["AsyncClient", "Client", "Prediction", "ServiceError", "TrainResult"]
+__all__ = ["AsyncClient", "Client", "Inference", "Prediction", "ServiceError", "TrainResult"]
 
 Rows = NDArray[Any] | Sequence[Sequence[float]] | Sequence[Mapping[str, float]]
 
@@ -64,6 +66,71 @@ class TrainResult:
     loss_after: float
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A V2 inference answer (``Client.infer``): labels as text, as the protocol sends them."""
+
+    model: str
+    version: int
+    probabilities: NDArray[np.float64]  # (n_rows, n_classes), in the model's class order
+    labels: list[str]
+
+
+_LENGTH = struct.Struct("<I")
+
+
+def _v2_request(
+    rows: NDArray[Any] | Sequence[Sequence[float]],
+    labels: NDArray[Any] | Sequence[Any] | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A V2 body with binary tensors (FP64 ``input``; ``label`` as BYTES text), and its
+    headers; every output asked for as binary."""
+    X = np.ascontiguousarray(rows, dtype="<f8")
+    X = X.reshape(1, -1) if X.ndim == 1 else X
+    inputs: list[dict[str, Any]] = [
+        {"name": "input", "shape": list(X.shape), "datatype": "FP64"},
+    ]
+    tails = [X.tobytes()]
+    if labels is not None:
+        texts = [str(label).encode() for label in _labels(labels)]
+        tails.append(b"".join(_LENGTH.pack(len(text)) + text for text in texts))
+        inputs.append({"name": "label", "shape": [len(texts)], "datatype": "BYTES"})
+    for tensor, tail in zip(inputs, tails, strict=True):
+        tensor["parameters"] = {"binary_data_size": len(tail)}
+    request = {"inputs": inputs, "parameters": {"binary_data_output": True, **(parameters or {})}}
+    header = json.dumps(request).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + b"".join(tails), headers
+
+
+def _v2_inference(response: httpx.Response) -> Inference:
+    if not response.is_success:
+        _check(response)  # raises ServiceError
+    length = int(response.headers.get("inference-header-content-length", len(response.content)))
+    header = json.loads(response.content[:length])
+    tail = memoryview(response.content)[length:]
+    found: dict[str, Any] = {}
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        data, tail = tail[:size], tail[size:]
+        if output["datatype"] == "BYTES":
+            items, offset = [], 0
+            while offset < len(data):
+                (n,) = _LENGTH.unpack_from(data, offset)
+                items.append(bytes(data[offset + 4 : offset + 4 + n]).decode())
+                offset += 4 + n
+            found[output["name"]] = items
+        else:
+            found[output["name"]] = np.frombuffer(data, "<f8").reshape(output["shape"])
+    return Inference(
+        header["model_name"], int(header["model_version"]), found["probabilities"], found["label"]
+    )
+
+
 def _rows(instances: Rows) -> list[Any]:
     if isinstance(instances, np.ndarray):
         if instances.ndim == 1:
@@ -93,11 +160,17 @@ def _train_body(
     passes: int | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"instances": _rows(instances), "labels": _labels(labels)}
-    if learning_rate is not None:
-        body["learning_rate"] = learning_rate
-    if passes is not None:
-        body["passes"] = passes
-    return body
+    return {**body, **_train_parameters(learning_rate, passes)}
+
+
+def _v2_path(model: str, version: int | None) -> str:
+    pinned = f"/versions/{version}" if version is not None else ""
+    return f"/v2/models/{model}{pinned}/infer"
+
+
+def _train_parameters(learning_rate: float | None, passes: int | None) -> dict[str, Any]:
+    given = {"learning_rate": learning_rate, "passes": passes}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _models_params(limit: int, before: int | None) -> dict[str, int]:
@@ -115,6 +188,9 @@ def _check(response: httpx.Response) -> Any:
     if response.is_success:
         return data
     error = data.get("error", {}) if isinstance(data, dict) else {}
+    if isinstance(error, str):  # the V2 routes' shape: {"error": message, "type", ...}
+        assert isinstance(data, dict)
+        error = {**data, "message": error}
     raise ServiceError(
         response.status_code,
         str(error.get("type", "http_error")),
@@ -192,6 +268,33 @@ class Client:
         result: dict[str, Any] = _check(self._http.get("/health/ready"))
         return result
 
+    def infer(
+        self,
+        model: str,
+        rows: NDArray[Any] | Sequence[Sequence[float]],
+        *,
+        version: int | None = None,
+    ) -> Inference:
+        """V2 inference on any model of the store, by name (binary tensors both ways)."""
+        body, headers = _v2_request(rows)
+        return _v2_inference(
+            self._http.post(_v2_path(model, version), content=body, headers=headers)
+        )
+
+    def train_model(
+        self,
+        model: str,
+        rows: NDArray[Any] | Sequence[Sequence[float]],
+        labels: NDArray[Any] | Sequence[Any],
+        *,
+        learning_rate: float | None = None,
+        passes: int | None = None,
+    ) -> TrainResult:
+        """``POST /v2/models/{model}/train``: :meth:`train` for any model of the store."""
+        body, headers = _v2_request(rows, labels, _train_parameters(learning_rate, passes))
+        response = self._http.post(f"/v2/models/{model}/train", content=body, headers=headers)
+        return _train_result(_check(response))
+
 
 class AsyncClient:
     """The same API for asyncio code."""
@@ -241,3 +344,27 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = _check(await self._http.get("/health/ready"))
         return result
+
+    async def infer(
+        self,
+        model: str,
+        rows: NDArray[Any] | Sequence[Sequence[float]],
+        *,
+        version: int | None = None,
+    ) -> Inference:
+        body, headers = _v2_request(rows)
+        response = await self._http.post(_v2_path(model, version), content=body, headers=headers)
+        return _v2_inference(response)
+
+    async def train_model(
+        self,
+        model: str,
+        rows: NDArray[Any] | Sequence[Sequence[float]],
+        labels: NDArray[Any] | Sequence[Any],
+        *,
+        learning_rate: float | None = None,
+        passes: int | None = None,
+    ) -> TrainResult:
+        body, headers = _v2_request(rows, labels, _train_parameters(learning_rate, passes))
+        path = f"/v2/models/{model}/train"
+        return _train_result(_check(await self._http.post(path, content=body, headers=headers)))

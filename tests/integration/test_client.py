@@ -91,3 +91,32 @@ def test_async_client(live_server: LiveServerFactory, iris_store: Path) -> None:
     version, served, predictions = asyncio.run(scenario())
     assert version == served == 2
     assert predictions == ["setosa", "setosa"]
+
+
+def test_v2_calls_serve_any_model_by_name(live_server: LiveServerFactory, iris_store: Path) -> None:
+    assert train_offline(iris_store, "digits", name="digits", epochs=3) == 1
+    server = live_server(iris_store, "--api-key", KEY, "--model", "iris")
+    digits = load_builtin("digits")
+    offline = ModelRepository(LocalArtifactStore(iris_store)).load("digits", 1).estimator
+    with Client(server.base_url, api_key=KEY) as client:
+        result = client.infer("digits", digits.X[:6])
+        assert (result.model, result.version) == ("digits", 1)
+        np.testing.assert_array_equal(result.probabilities, offline.predict_proba(digits.X[:6]))
+        assert result.labels == [str(label) for label in offline.predict(digits.X[:6])]
+        update = client.train_model("digits", digits.X[:8], digits.y[:8], learning_rate=0.01)
+        assert (update.version, update.previous_version, update.n) == (2, 1, 8)
+        assert client.infer("digits", digits.X[:6], version=1).version == 1
+        assert client.infer("digits", digits.X[:6]).version == 2
+        with pytest.raises(ServiceError) as raised:
+            client.infer("nope", digits.X[:1])
+        assert (raised.value.status, raised.value.type) == (404, "model_not_found")
+        assert raised.value.message.startswith("no model named 'nope'")
+
+    async def run() -> None:
+        async with AsyncClient(server.base_url, api_key=KEY) as client:
+            result = await client.infer("iris", load_builtin("iris").X[:2])
+            assert result.labels == ["setosa", "setosa"]
+            update = await client.train_model("iris", load_builtin("iris").X[:2], ["setosa"] * 2)
+            assert update.version == 2
+
+    asyncio.run(run())
