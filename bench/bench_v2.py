@@ -131,7 +131,11 @@ def bench_infer(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # Check each body answers 200 with 100 rows before timing anything.
         for name, (who, path, _) in targets.items():
             body = (work / f"{name}.body").read_bytes()
-            headers = {"Inference-Header-Content-Length": str(length)} if name == "v2-binary" else {}
+            headers = (
+                {"Inference-Header-Content-Length": str(length)}
+                if name == "v2-binary"
+                else {"Content-Type": "application/json"}
+            )
             answer = httpx.post(urls[who] + path, content=body, headers=headers, timeout=30)
             assert answer.status_code == 200, (name, answer.text[:300])
         for name, (who, path, script) in targets.items():

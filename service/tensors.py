@@ -296,6 +296,15 @@ def _from_json(
         raise InvalidRequestError(
             f"{where}.data: expected a list, got {describe_value(data)}", field="inputs"
         )
+    if not strict and datatype not in ("BYTES", "BOOL"):
+        # The fast conversion: nested or flat, regular, numbers only (no boolean can be in
+        # the body); anything else goes the precise way below.
+        try:
+            fast = np.array(data)
+        except (ValueError, OverflowError):
+            fast = None
+        if fast is not None and fast.dtype.kind in "iuf" and fast.size == count:
+            return fast.ravel().astype(DATATYPES[datatype], copy=False)
     flat = _flatten(data)
     if len(flat) != count:
         raise InvalidRequestError(
