@@ -438,6 +438,39 @@ def train_round(
     return run
 
 
+def post_loop(
+    args: argparse.Namespace, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[list[int], list[float], float]:
+    """``args.big_clients`` httpx clients POST ``body`` to ``url`` until ``args.big_duration``
+    seconds pass or ``args.big_max_requests`` were sent: every status, the latency of each
+    200, and the seconds it all took."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + args.big_duration
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < stop_at and len(statuses) < args.big_max_requests:
+                t0 = time.perf_counter()
+                answer = http.post(url, content=body, headers=headers)
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    statuses.append(answer.status_code)
+                    if answer.status_code == 200:
+                        latencies.append(elapsed)
+                    elif len(statuses) - len(latencies) == 1:
+                        print(f"  first refusal: {answer.status_code} {answer.text[:300]}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(args.big_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses, latencies, time.perf_counter() - t0
+
+
 def bench_train_big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     store = work / "store-big"
     started = time.perf_counter()
@@ -454,30 +487,8 @@ def bench_train_big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     argv = ours_argv(args, port, store, max_body_bytes=limit)
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
     with server("ours-big", argv, port, work, ready) as url:
-        latencies: list[float] = []
-        statuses: list[int] = []
-        lock = threading.Lock()
-        stop_at = time.monotonic() + args.big_duration
-
-        def client() -> None:
-            with httpx.Client(timeout=120) as http:
-                while time.monotonic() < stop_at and len(statuses) < args.big_max_requests:
-                    t0 = time.perf_counter()
-                    answer = http.post(url + "/train", content=body, headers=headers)
-                    elapsed = time.perf_counter() - t0
-                    with lock:
-                        statuses.append(answer.status_code)
-                        if answer.status_code == 200:
-                            latencies.append(elapsed)
-
         before = active_version(url)
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(args.big_clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - t0
+        statuses, latencies, seconds = post_loop(args, url + "/train", body, headers)
         after = active_version(url)
     ok = statuses.count(200)
     if after - before != ok:

@@ -32,7 +32,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from bench_serving import (
     free_port,
     make_big_store,
     ours_argv,
+    post_loop,
     run_wrk,
     server,
     versions,
@@ -63,7 +63,9 @@ wrk.headers["Inference-Header-Content-Length"] = "%(length)d"
 """
 
 
-def v2_request(X: np.ndarray, *, binary: bool, labels: np.ndarray | None = None) -> tuple[bytes, int | None]:
+def v2_request(
+    X: np.ndarray, *, binary: bool, labels: np.ndarray | None = None
+) -> tuple[bytes, int | None]:
     """A V2 body (and the JSON's length when binary data follow) for rows ``X``."""
     datatype = {np.dtype("float64"): "FP64", np.dtype("float32"): "FP32"}[X.dtype]
     tensor: dict[str, Any] = {"name": "input", "shape": list(X.shape), "datatype": datatype}
@@ -138,7 +140,7 @@ def bench_infer(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             answer = httpx.post(urls[who] + path, content=body, headers=headers, timeout=30)
             assert answer.status_code == 200, (name, answer.text[:300])
-        for name, (who, path, script) in targets.items():
+        for who, path, script in targets.values():
             run_wrk(args, urls[who] + path, script, args.warmup)
         for round_number in range(1, args.rounds + 1):
             order = list(targets) if round_number % 2 else list(reversed(targets))
@@ -180,31 +182,7 @@ def big_bodies() -> dict[str, tuple[bytes, dict[str, str], str]]:
 def train_loop(
     args: argparse.Namespace, url: str, body: bytes, headers: dict[str, str]
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: list[int] = []
-    lock = threading.Lock()
-    stop_at = time.monotonic() + args.big_duration
-
-    def client() -> None:
-        with httpx.Client(timeout=120) as http:
-            while time.monotonic() < stop_at and len(statuses) < args.big_max_requests:
-                t0 = time.perf_counter()
-                answer = http.post(url, content=body, headers=headers)
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    statuses.append(answer.status_code)
-                    if answer.status_code == 200:
-                        latencies.append(elapsed)
-                    elif len(statuses) - len(latencies) == 1:
-                        print(f"  first refusal: {answer.status_code} {answer.text[:300]}")
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(args.big_clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
+    statuses, latencies, seconds = post_loop(args, url, body, headers)
     ok = statuses.count(200)
     return {
         "ok": ok,
@@ -242,18 +220,23 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["body_mb"] = len(body) / 1e6
             results[name].append(result)
             print(
-                f"round {round_number} {name:15s} {len(body) / 1e6:5.1f} MB  {result['ok']:3d} x 200 "
-                f"of {result['requests']} in {result['seconds']:5.1f} s: "
+                f"round {round_number} {name:15s} {len(body) / 1e6:5.1f} MB  "
+                f"{result['ok']:3d} x 200 of {result['requests']} in {result['seconds']:5.1f} s: "
                 f"{result['updates_per_s']:6.2f} durable updates/s, median latency "
                 f"{(result['latency_median_s'] or 0) * 1e3:6.0f} ms",
                 flush=True,
             )
-    print(f"\nbig model /train, medians over {args.train_rounds} rounds ({args.big_clients} clients):")
+    print(
+        f"\nbig model /train, medians over {args.train_rounds} rounds ({args.big_clients} clients):"
+    )
     summary = {}
     json_rate = statistics.median(r["updates_per_s"] for r in results["json /train"])
     for name, runs in results.items():
         rate = statistics.median(r["updates_per_s"] for r in runs)
-        print(f"{name:15s} {rate:6.2f} updates/s   /json {rate / json_rate:5.2f}   /2.28 {rate / 2.28:5.2f}")
+        print(
+            f"{name:15s} {rate:6.2f} updates/s   /json {rate / json_rate:5.2f}   "
+            f"/2.28 {rate / 2.28:5.2f}"
+        )
         summary[name] = {"updates_per_s_median": rate, "runs": runs}
     return summary
 

@@ -27,7 +27,7 @@ from model import LoadedModel, ModelRepository
 from model.errors import ModelError, ModelNotFoundError
 from model.repository import check_model_name
 
-from .runtime import Runtime
+from .runtime import Runtime, start_poller
 
 __all__ = ["ModelRegistry", "footprint"]
 
@@ -197,15 +197,7 @@ class ModelRegistry:
         return swapped
 
     def start_polling(self, interval: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.refresh()
-                except Exception:  # keep serving what is held whatever happens
-                    log.exception("reload failed")
-
-        self._poller = threading.Thread(target=loop, name="registry-poller", daemon=True)
-        self._poller.start()
+        self._poller = start_poller("registry-poller", interval, self._stop, self.refresh)
 
     def stop_polling(self) -> None:
         self._stop.set()

@@ -38,7 +38,7 @@ from model.repository import VersionDetail, VersionPage, check_model_name
 
 from .errors import NoModelError
 
-__all__ = ["Runtime", "Scores", "batch_digest"]
+__all__ = ["Runtime", "Scores", "batch_digest", "start_poller"]
 
 log = logging.getLogger("service.runtime")
 
@@ -65,6 +65,26 @@ class Scores:
         classes = self.loaded.estimator.classes_
         labels: NDArray[Any] = classes[self.probabilities.argmax(axis=1)]
         return labels
+
+
+def start_poller(
+    name: str, interval: float, stop: threading.Event, refresh: Callable[[], object]
+) -> threading.Thread:
+    """A daemon thread calling ``refresh`` every ``interval`` seconds until ``stop`` is set;
+    a failure is logged and the next round comes (whatever is served keeps being served)."""
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                refresh()
+            except ModelError as exc:
+                log.warning("reload failed: %s", exc.message)
+            except Exception:
+                log.exception("reload failed")
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 class Runtime:
@@ -151,17 +171,7 @@ class Runtime:
         return True
 
     def start_polling(self, interval: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.refresh()
-                except ModelError as exc:
-                    log.warning("reload failed: %s", exc.message)
-                except Exception:  # keep serving the current model whatever happens
-                    log.exception("reload failed")
-
-        self._poller = threading.Thread(target=loop, name="store-poller", daemon=True)
-        self._poller.start()
+        self._poller = start_poller("store-poller", interval, self._stop, self.refresh)
 
     def stop_polling(self) -> None:
         self._stop.set()

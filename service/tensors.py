@@ -117,6 +117,19 @@ def _object(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
+def _named(
+    value: Any, where: str, allowed: tuple[str, ...], field: str
+) -> tuple[dict[str, Any], str]:
+    """A tensor's object (input or requested output) and its name."""
+    item = _object(value, where, allowed)
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise InvalidRequestError(
+            f"{where}.name: expected a string, got {describe_value(name)}", field=field
+        )
+    return item, name
+
+
 def _parameters(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -200,12 +213,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
 def _input(raw: Any, index: int, binary: memoryview, strict: bool) -> tuple[Tensor, int]:
     """One input tensor, and how many bytes of ``binary`` it took."""
     where = f"inputs[{index}]"
-    item = _object(raw, where, _INPUT_FIELDS)
-    name = item.get("name")
-    if not isinstance(name, str):
-        raise InvalidRequestError(
-            f"{where}.name: expected a string, got {describe_value(name)}", field="inputs"
-        )
+    item, name = _named(raw, where, _INPUT_FIELDS, "inputs")
     where = f"{where} ({name!r})"
     shape = item.get("shape")
     if not (
@@ -361,12 +369,7 @@ def _outputs(raw: Any) -> list[RequestedOutput] | None:
     outputs = []
     for index, item in enumerate(raw):
         where = f"outputs[{index}]"
-        output = _object(item, where, _OUTPUT_FIELDS)
-        name = output.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequestError(
-                f"{where}.name: expected a string, got {describe_value(name)}", field="outputs"
-            )
+        output, name = _named(item, where, _OUTPUT_FIELDS, "outputs")
         parameters = _parameters(output.get("parameters"), where)
         top = parameters.get("classification")
         if top is not None and (type(top) is not int or top < 1):
