@@ -115,6 +115,11 @@ class ModelRegistry:
         if runtime is not None:
             return runtime
         check_model_name(name)
+        resident = self.resident
+        if resident is not None and resident.name == name:
+            resident.refresh()  # the default model, not loaded yet: one runtime for it
+            if resident.current is not None:
+                return resident
         with self._lock:
             loading = self._loading.setdefault(name, threading.Lock())
         with loading:  # a second request for the same name waits for the first one's load

@@ -87,3 +87,14 @@ def test_names_no_store_could_hold_are_refused(store: Path) -> None:
     with pytest.raises(InvalidParameterError, match="model name must be"):
         registry.get("../etc")
     assert registry.names() == []
+
+
+def test_the_default_model_trained_after_start_is_the_resident_runtime(store: Path) -> None:
+    resident = Runtime(repository(store), "iris")
+    resident.refresh()
+    assert resident.current is None  # nothing in the store yet
+    registry = ModelRegistry(repository(store), memory_budget=10**9, resident=resident)
+    save_model(store, "iris")
+    assert registry.get("iris") is resident
+    assert resident.require().version == 1
+    assert registry.held_names() == ["iris"]
