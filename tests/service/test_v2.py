@@ -243,3 +243,5 @@ def test_train_answers_as_train_does(client: TestClient) -> None:
     assert (v2["version"], native["version"]) == (2, 3)
     metrics = client.get("/metrics").text
     assert "softmax_updates_applied_total 2.0" in metrics
+    route = 'method="POST",route="/v2/models/{model_name}/train",status="200"'
+    assert f"softmax_http_requests_total{{{route}}} 1.0" in metrics
