@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BINARY_CONTENT",
+    "REQUEST_DOC",
     "V2_ERROR_TEXT",
     "V2ErrorResponse",
     "V2InferRequest",
@@ -169,3 +171,32 @@ V2_ERROR_TEXT = {
 
 def v2_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": V2ErrorResponse, "description": V2_ERROR_TEXT[s]} for s in statuses}
+
+
+def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
+    """``schema`` with each ``$ref`` to its ``$defs`` replaced by the definition: a request
+    body's nested models are in no component of the document."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inlined(definitions[schema["$ref"].rsplit("/", 1)[-1]], definitions)
+        return {k: _inlined(v, definitions) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, definitions) for item in schema]
+    return schema
+
+
+_REQUEST_SCHEMA = V2InferRequest.model_json_schema()
+BINARY_CONTENT = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+"""A body of JSON then binary tensor data (Inference-Header-Content-Length)."""
+REQUEST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": _inlined(_REQUEST_SCHEMA, _REQUEST_SCHEMA.get("$defs", {}))
+            },
+            **BINARY_CONTENT,
+        },
+    }
+}
+"""The ``openapi_extra`` of the infer and train routes: the request body, JSON or binary."""

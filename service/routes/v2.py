@@ -33,7 +33,8 @@ from ..v2 import (
     train_tensors,
 )
 from ..v2_schemas import (
-    V2InferRequest,
+    BINARY_CONTENT,
+    REQUEST_DOC,
     V2InferResponse,
     V2Live,
     V2ModelMetadata,
@@ -55,29 +56,6 @@ ModelName = Annotated[str, Path(description="a model in the store", max_length=6
 ModelVersion = Annotated[
     int, Path(ge=1, le=MAX_VERSION, description="a stored version of the model")
 ]
-_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-
-
-def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
-    """``schema`` with each ``$ref`` to its ``$defs`` replaced by the definition: a request
-    body's nested models are in no component of the document."""
-    if isinstance(schema, dict):
-        if "$ref" in schema:
-            return _inlined(definitions[schema["$ref"].rsplit("/", 1)[-1]], definitions)
-        return {k: _inlined(v, definitions) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inlined(item, definitions) for item in schema]
-    return schema
-
-
-_FULL_SCHEMA = V2InferRequest.model_json_schema()
-_REQUEST_SCHEMA = _inlined(_FULL_SCHEMA, _FULL_SCHEMA.get("$defs", {}))
-_REQUEST_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _REQUEST_SCHEMA}, **_BINARY},
-    }
-}
 
 
 async def _runtime(state: AppState, name: str) -> Runtime:
@@ -184,10 +162,10 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
         "dependencies": [Predictor] if predict_requires_key else [],
         "response_model": None,
         "responses": {
-            200: {"model": V2InferResponse, "content": _BINARY},
+            200: {"model": V2InferResponse, "content": BINARY_CONTENT},
             **v2_error_responses(400, 401, 403, 404, 413, 415, 500, 503),
         },
-        "openapi_extra": _REQUEST_DOC,
+        "openapi_extra": REQUEST_DOC,
     }
 
     async def infer(request: Request, state: AppState, name: str, version: int | None) -> Response:
@@ -223,7 +201,7 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
             200: {"model": V2TrainResponse},
             **v2_error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500, 503),
         },
-        openapi_extra=_REQUEST_DOC,
+        openapi_extra=REQUEST_DOC,
     )
     async def train(request: Request, state: State, model_name: ModelName) -> Response:
         """One durable online update from an input tensor and a label tensor (our extension:
