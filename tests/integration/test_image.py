@@ -419,6 +419,7 @@ SETTINGS = {
     # The batches below carry arbitrary labels (the test is about settings, not learning):
     # the guard judges and records them but refuses none.
     "SOFTMAX_GUARD_MODE": "log",
+    "SOFTMAX_MODELS_MEMORY_BYTES": "1",  # every model the /v2 routes load unloads the last
 }
 # The other settings, in a second container (its guard enforces, its keys are named): each
 # is a value other than its default. GUARD_MIN_ROWS is set from the offline guard set.
@@ -565,6 +566,24 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
     assert without_model.returncode != 0 and "holds several models" in refusal, refusal
     podman("start", service.name)
     assert service.wait_http("/health/ready").json()["model"] == "digits"
+
+    # SOFTMAX_MODELS_MEMORY_BYTES=1: the /v2 routes serve the store's other models by name,
+    # and past the budget unload the least recently used one (never the default, digits).
+    trained = session.run_once(
+        image,
+        *("-m", "model.train", "builtin:iris", "--store", "/data/artifacts", "--name", "flowers"),
+        options=[*storage, "--entrypoint=python"],
+    )
+    assert trained.returncode == 0, trained.stderr
+    iris_row = {"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+    with service.client() as client:  # one connection: one worker, one registry
+        for name in ("iris", "flowers", "iris"):
+            answer = client.post(f"/v2/models/{name}/infer", json={"inputs": [iris_row]})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_name"] == name
+        metrics = client.get("/metrics").text
+    assert counter(metrics, "softmax_models_evicted_total", model="iris") == 1, metrics
+    assert counter(metrics, "softmax_models_evicted_total", model="flowers") == 1, metrics
 
 
 def test_keys_guard_holdout_drift_and_momentum_settings_from_the_environment(
