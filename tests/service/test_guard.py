@@ -269,3 +269,25 @@ def test_every_guard_setting_reaches_the_guard(
     with TestClient(make_app(store, guard_max_abs_z=0.5)) as client:
         error = client.post("/train", json=body, headers=auth).json()["error"]
         assert error["type"] == "out_of_range" and "at most 0.5 are accepted" in error["message"]
+
+
+def test_v2_training_meets_the_same_guard(
+    client: TestClient, store: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """POST /v2/models/{name}/train: the label-shifted batch /train refuses is refused the
+    same way (409, the guard's figures), in the protocol's error shape; nothing changes."""
+    X, y = iris
+    before = store_state(store, "iris")
+    tensors = [
+        {"name": "input", "shape": [16, 4], "datatype": "FP64", "data": X[:16].tolist()},
+        {"name": "label", "shape": [16], "datatype": "BYTES", "data": shifted(y[:16])},
+    ]
+    response = client.post("/v2/models/iris/train", json={"inputs": tensors}, headers=TRAINER)
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["type"] == "update_rejected"
+    assert body["error"].startswith("update refused: ")
+    assert body["details"]["reason"] == "surprise" and body["details"]["accepted"] is False
+    assert store_state(store, "iris") == before
+    metrics = client.get("/metrics", headers=OPS).text
+    assert 'softmax_updates_rejected_total{reason="update_rejected:surprise"} 1.0' in metrics
