@@ -48,9 +48,8 @@ import io
 import json
 import logging
 import threading
-import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,7 +138,7 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
                 f"release's {SCHEMA_VERSION}: upgrade softmax-serve"
             )
         for step in range(current, SCHEMA_VERSION):
-            conn.execute(_MIGRATIONS[step])  # type: ignore[arg-type]  # fixed text, no input
+            conn.execute(_MIGRATIONS[step])
             log.info("store schema migrated to version %d", step + 1)
         if row is None:
             conn.execute("INSERT INTO softmax_schema VALUES (%s)", (SCHEMA_VERSION,))
@@ -153,12 +152,15 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
-def encode_arrays(arrays: dict[str, NDArray[Any]] | Any) -> bytes:
+def encode_arrays(arrays: Mapping[str, NDArray[Any]]) -> bytes:
+    """The arrays as ``.npz`` bytes (uncompressed, read back with ``allow_pickle=False``)."""
     buffer = io.BytesIO()
+    payload: dict[str, Any] = {}
     for name, arr in arrays.items():
         if arr.dtype.kind not in _ALLOWED_KINDS:
             raise ValueError(f"array {name!r} of dtype {arr.dtype} cannot go in an artifact")
-    np.savez(buffer, **{n: np.ascontiguousarray(a) for n, a in arrays.items()})
+        payload[name] = np.ascontiguousarray(arr)
+    np.savez(buffer, **payload)
     return buffer.getvalue()
 
 
@@ -180,11 +182,15 @@ class ChangeFeed:
     def __init__(self, address: str, listener: Callable[[str], None]) -> None:
         self.address = address
         self.listener = listener
-        self.live = threading.Event()
+        self._live = threading.Event()
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="store-listen", daemon=True)
         self._thread.start()
+
+    @property
+    def live(self) -> threading.Event:
+        return self._live
 
     def _run(self) -> None:
         backoff = 0.1
@@ -193,7 +199,7 @@ class ChangeFeed:
                 with psycopg.connect(self.address, autocommit=True, connect_timeout=5) as conn:
                     self._conn = conn
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.live.set()
+                    self._live.set()
                     backoff = 0.1
                     log.info("listening for store changes")
                     self.listener("")  # catch up on what happened while not listening
@@ -203,10 +209,10 @@ class ChangeFeed:
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     break
-                if self.live.is_set():
+                if self._live.is_set():
                     log.warning("store notifications lost (%s); polling until back", exc)
             finally:
-                self.live.clear()
+                self._live.clear()
                 self._conn = None
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
@@ -473,7 +479,9 @@ class PostgresArtifactStore:
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                         conn.rollback()
                     conn.autocommit = True
-                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, model))
+                    conn.execute(
+                        "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, model)
+                    )
             except psycopg.OperationalError:
                 # The connection is gone, and the server released its lock with it: the pool
                 # must not hand it out again.
@@ -585,4 +593,3 @@ class PostgresArtifactStore:
         feed = ChangeFeed(self.address, listener)
         self._feeds.append(feed)
         return feed
-

@@ -45,6 +45,7 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
     StoreError,
+    StoreUnavailableError,
     UpdateRejectedError,
     VersionNotFoundError,
 )
@@ -65,7 +66,7 @@ from .guard import (
 from .guard_history import GuardHistory, fixed_loss, judge_history, surprise_evidence
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
-from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
+from .store import ArtifactStore, ChangeFeed, Head, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 from .versions import (
     LoadedModel,
@@ -364,8 +365,12 @@ class ModelRepository:
                 return
             try:
                 self.store.sync(name)
-            except OSError as exc:
-                failure = StoreError(f"could not make the update durable ({exc})")
+            except (OSError, StoreUnavailableError) as exc:
+                failure = (
+                    exc
+                    if isinstance(exc, StoreUnavailableError)
+                    else StoreError(f"could not make the update durable ({exc})")
+                )
                 for job in applied:
                     job.result, job.error = None, failure
                 log.error("model %r: syncing the update log failed: %s", name, exc)
@@ -579,6 +584,24 @@ class ModelRepository:
     def keep(self, name: str, version: int, kept: bool = True) -> None:
         with self.store.lock(name):
             self.store.set_kept(name, version, kept)
+
+    # ------------------------------------------------------------------ change notification
+    def watch(self, listener: Callable[[str], None]) -> Callable[[], bool] | None:
+        """Have ``listener(model)`` called when another process changes ``model`` (``""``:
+        anything may have changed), if the store can tell (PostgreSQL); returns a function
+        that says whether notifications are arriving now. None: the store cannot tell
+        (the local directory), so readers poll."""
+        watch = getattr(self.store, "watch", None)
+        if watch is None:
+            return None
+        feed: ChangeFeed = watch(listener)
+        return feed.live.is_set
+
+    def close(self) -> None:
+        """Let go of the store's connections and threads, if it has any."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
 
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:

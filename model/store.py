@@ -67,6 +67,8 @@ from .errors import (
 
 __all__ = [
     "ArtifactStore",
+    "ChangeFeed",
+    "WatchableStore",
     "Head",
     "LocalArtifactStore",
     "check_model_name",
@@ -117,6 +119,26 @@ class ArtifactStore(Protocol):
     def set_kept(self, model: str, version: int, kept: bool) -> None: ...
     def remove(self, model: str, version: int) -> None: ...
     def remove_many(self, model: str, versions: Sequence[int]) -> None: ...
+
+
+class ChangeFeed(Protocol):
+    """A subscription to a store's change notifications (see :class:`WatchableStore`)."""
+
+    @property
+    def live(self) -> threading.Event: ...  # set while notifications arrive
+
+    def close(self) -> None: ...
+
+
+class WatchableStore(ArtifactStore, Protocol):
+    """A store that tells when versions change (PostgreSQL's LISTEN/NOTIFY): ``watch``
+    calls ``listener(model)`` after each commit that adds a version of ``model`` or moves its
+    active one, and ``listener("")`` after reconnecting (anything may have changed). Readers
+    of a store without it (the local directory) poll."""
+
+    def watch(self, listener: Callable[[str], None]) -> ChangeFeed: ...
+
+    def close(self) -> None: ...
 
 
 def _fsync_dir(directory: Path) -> None:

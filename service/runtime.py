@@ -6,8 +6,9 @@ prediction never sees a half-updated model and never waits for training.
 
 Writers (``/train``, activation) go through :class:`~model.repository.ModelRepository`, which
 holds the store's cross-process lock and always starts from the store's active version, so
-several workers and replicas sharing one store serialize their updates. Every process polls
-the store (``reload_interval``) and swaps in whatever version became active elsewhere.
+several workers and replicas sharing one store serialize their updates. Every process swaps in
+whatever version became active elsewhere: told by the store where it can (PostgreSQL's
+LISTEN/NOTIFY), else by polling it (``reload_interval``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from model.errors import (
     ModelNotFoundError,
     NonFiniteError,
     OutOfRangeError,
+    StoreUnavailableError,
     UpdateRejectedError,
 )
 from model.prequential import PrequentialFigures
@@ -41,6 +43,9 @@ from .errors import NoModelError
 __all__ = ["Runtime", "Scores", "batch_digest"]
 
 log = logging.getLogger("service.runtime")
+
+# While the store's change notifications arrive, reload polls only this many intervals apart.
+NOTIFIED_POLL_FACTOR = 20
 
 
 def batch_digest(X: NDArray[np.float64], labels: Sequence[Any]) -> str:
@@ -88,6 +93,10 @@ class Runtime:
         self._pinned_lock = threading.Lock()
         self._pinned_size = pinned_cache_size
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        # Why the store could not be read at the last reload (None: it could): /health/ready
+        # reports it while /predict goes on serving the model in memory.
+        self.store_problem: str | None = None
         self._poller: threading.Thread | None = None
 
     # ------------------------------------------------------------------ naming
@@ -151,10 +160,26 @@ class Runtime:
         return True
 
     def start_polling(self, interval: float) -> None:
+        """Reload in the background: at once when the store notifies a change (PostgreSQL),
+        else every ``interval`` seconds (the local directory; a database whose notification
+        connection is down). While notifications arrive, a poll every
+        :data:`NOTIFIED_POLL_FACTOR` intervals is only a safety net."""
+        live = self.repository.watch(self._notified)
+
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while not self._stop.is_set():
+                notified = live is not None and live()
+                self._wake.wait(interval * NOTIFIED_POLL_FACTOR if notified else interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
                 try:
                     self.refresh()
+                    self.store_problem = None
+                except StoreUnavailableError as exc:
+                    if self.store_problem is None:
+                        log.warning("store unavailable, serving what is loaded: %s", exc.message)
+                    self.store_problem = exc.message
                 except ModelError as exc:
                     log.warning("reload failed: %s", exc.message)
                 except Exception:  # keep serving the current model whatever happens
@@ -163,10 +188,16 @@ class Runtime:
         self._poller = threading.Thread(target=loop, name="store-poller", daemon=True)
         self._poller.start()
 
+    def _notified(self, model: str) -> None:
+        if not model or model == self.name:
+            self._wake.set()
+
     def stop_polling(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+        self.repository.close()
 
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
         """Call ``listener`` with every model this process starts serving."""

@@ -210,3 +210,6 @@ class HealthResponse(BaseModel):
     status: str
     model: str | None = None
     version: int | None = None
+    store: str | None = Field(
+        None, description="present when degraded: why the store cannot be reached"
+    )
