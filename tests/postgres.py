@@ -117,6 +117,8 @@ class PostgresServer:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (again, after :meth:`stop`) and wait until it takes connections."""
+        if self.process is not None and self.process.poll() is None:
+            return  # running already
         log = open(self.log, "ab")  # noqa: SIM115  # the server writes to it while it runs
         self.process = subprocess.Popen(
             [
