@@ -122,6 +122,9 @@ class VersionMeta(Mapping[str, Any]):
     key: str | None = None
     drift: dict[str, Any] | None = None
     guard_history: dict[str, Any] | None = None  # model/guard_history.py (0.3)
+    # An update's sampled weights and bias, to accept a replay that differs from the
+    # writer's by rounding only (model.versions.replay_matches; 0.4).
+    replay_sample: list[float] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -211,6 +214,7 @@ _GUARDED = (
     "key",
     "drift",
     "guard_history",
+    "replay_sample",
 )
 _META_FIELDS = frozenset(f.name for f in dataclasses.fields(VersionMeta))
 _ONLINE_FIELDS = tuple(f.name for f in dataclasses.fields(OnlineStats))

@@ -69,6 +69,7 @@ from .softmax import SoftmaxRegression, StepReport
 from .store import ArtifactStore, ChangeFeed, Head, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 from .versions import (
+    REPLAY_RTOL,
     LoadedModel,
     UpdateResult,
     VersionDetail,
@@ -80,6 +81,8 @@ from .versions import (
     guard_from,
     now,
     parent_of,
+    replay_matches,
+    replay_sample,
     state_digest,
 )
 
@@ -742,11 +745,11 @@ class ModelRepository:
                 passes=online.passes,
                 momentum=online.momentum,
             )
-        if state_digest(updated.state_) != meta.digest:
+        if not replay_matches(updated.state_, meta):
             raise CorruptArtifactError(
                 f"version {meta.version}: replaying the update on version {parent.version} "
-                "does not reproduce the recorded weights (different numeric library or "
-                "hardware than the writer's?)"
+                "does not reproduce the recorded weights, not even within rounding "
+                f"(relative {REPLAY_RTOL:g}): the update or its parent is not what was written"
             )
         guard = parent.guard
         if "holdout_X" in arrays and "holdout_y" in arrays:
@@ -788,6 +791,7 @@ class ModelRepository:
             chain_length=chain_length,
             chain_bytes=chain_bytes,
             digest=state_digest(step.updated.state_),
+            replay_sample=replay_sample(step.updated.state_),
             **common,
         )
         return meta, update_arrays
