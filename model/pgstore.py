@@ -57,7 +57,7 @@ import psycopg
 from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .artifact import FORMAT_VERSION, Record, checksum
+from .artifact import FORMAT_VERSION, Record, checksum, parse_meta
 from .errors import (
     CorruptArtifactError,
     ModelNotFoundError,
@@ -371,7 +371,7 @@ class PostgresArtifactStore:
                 f"{where}: checksum mismatch (row says {expected[:19]}..., content is "
                 f"{actual[:19]}...): the row was corrupted or modified"
             )
-        meta = self._parse(meta_text, where)
+        meta = parse_meta(meta_text, where)
         if meta.get("version") != version or meta.get("model", model) != model:
             raise CorruptArtifactError(
                 f"{where}: holds model {meta.get('model')!r} version {meta.get('version')!r}"
@@ -393,7 +393,7 @@ class PostgresArtifactStore:
             ).fetchone()
             if row is None:
                 raise self._missing(conn, model, version)
-        meta = self._parse(str(row[0]), f"{self}: model {model!r} version {version}")
+        meta = parse_meta(str(row[0]), f"{self}: model {model!r} version {version}")
         self._remember(key, meta)
         return meta
 
@@ -404,16 +404,6 @@ class PostgresArtifactStore:
                 "SELECT version FROM softmax_versions WHERE model = %s AND kept", (model,)
             ).fetchall()
         return frozenset(int(r[0]) for r in rows)
-
-    @staticmethod
-    def _parse(text: str, where: str) -> dict[str, Any]:
-        try:
-            meta = json.loads(text)
-        except ValueError as exc:
-            raise CorruptArtifactError(f"{where}: metadata is not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            raise CorruptArtifactError(f"{where}: unsupported artifact format")
-        return meta
 
     def _remember(self, key: tuple[str, int], meta: dict[str, Any]) -> None:
         with self._cache_lock:
