@@ -258,8 +258,12 @@ class PostgresArtifactStore:
         self._cache_lock = threading.Lock()
         self._feeds: list[ChangeFeed] = []
         self._pool.open(wait=False)
-        with _reaching(self._shown), self._pool.connection() as conn:
-            migrate(conn)
+        try:
+            with _reaching(self._shown), self._pool.connection() as conn:
+                migrate(conn)
+        except BaseException:
+            self._pool.close()
+            raise
 
     @property
     def _shown(self) -> str:

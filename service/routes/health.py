@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from ..deps import State
 from ..errors import NoModelError
-from ..schemas import HealthResponse, error_responses
+from ..schemas import HealthResponse, ReadyResponse, error_responses
 
 __all__ = ["router"]
 
@@ -23,7 +23,7 @@ async def live() -> dict[str, Any]:
 
 @router.get(
     "/ready",
-    response_model=HealthResponse,
+    response_model=ReadyResponse,
     response_model_exclude_none=True,
     responses=error_responses(503),
 )
