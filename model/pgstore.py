@@ -234,7 +234,7 @@ class PostgresArtifactStore:
         address: str,
         *,
         lock_timeout: float = 30.0,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
         min_size: int = 1,
         max_size: int = 8,
     ) -> None:
@@ -250,6 +250,10 @@ class PostgresArtifactStore:
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
             configure=_configure,
             check=ConnectionPool.check_connection,
+            # Give up a failing reconnection soon: the next request then starts a fresh one
+            # at once, so the store is back as soon as the server is (the pool's default
+            # backs off for up to 5 minutes).
+            reconnect_timeout=1.0,
             name="softmax-store",
             open=False,
         )

@@ -177,7 +177,9 @@ class PostgresServer:
         return self.url_of(name)
 
     def remove(self) -> None:
-        self.stop()
+        # Immediate: a clean stop's checkpoint would write out every test database only for
+        # the directory to be deleted.
+        self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
