@@ -62,29 +62,40 @@ class PostgresServer:
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._user = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+        if self._user is not None:
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         self.binaries = self._reachable(binaries)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        if self._user is not None:
-            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
 
     def _reachable(self, binaries: Path) -> Path:
         """The binaries, copied where the server's user can run them if it cannot as is."""
         if self._user is None:
             return binaries
-        probe = subprocess.run(
-            [str(binaries / "postgres"), "--version"],
-            preexec_fn=self._demote,
-            capture_output=True,
-            check=False,
-        )
-        if probe.returncode == 0:
-            return binaries
-        install = self.root / "pginstall"
+        try:
+            probe = subprocess.run(
+                [str(binaries / "postgres"), "--version"],
+                preexec_fn=self._demote,
+                cwd=self.root,
+                capture_output=True,
+                check=False,
+            )
+            if probe.returncode == 0:
+                return binaries
+        except PermissionError:
+            pass
+        # The wheel's binaries find their libraries at $ORIGIN/../../../pgserver.libs: copy
+        # that layout (site-packages/pgserver/pginstall and site-packages/pgserver.libs).
+        copy = self.root / "site"
+        install = copy / binaries.parent.parent.name / binaries.parent.name
         shutil.copytree(binaries.parent, install, symlinks=True)
-        for path in [install, *install.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o055)
+        libs = binaries.parent.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+        for path in [copy, *copy.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o055)
         return install / "bin"
 
     def _demote(self) -> None:
