@@ -34,8 +34,8 @@ process. ``durable=False`` writes are covered by the next :meth:`sync`, as in th
 **Change notification.** Each commit that adds a version or moves the active one sends
 ``NOTIFY softmax_store, '<model>'`` (delivered at commit). :meth:`watch` starts a thread that
 LISTENs on its own connection and calls a listener with the model's name; when that connection
-drops it reconnects with backoff and says so through :attr:`ChangeFeed.live`, so a caller polls
-meanwhile.
+drops it calls the listener with ``""`` (anything may change unseen from now on), reconnects
+with backoff and says so through :attr:`ChangeFeed.live`, so a caller polls meanwhile.
 
 **Outages.** Any failure to reach the server (refused, reset, pool timeout) raises
 :class:`~model.errors.StoreUnavailableError`; the pool reconnects by itself.
@@ -184,7 +184,6 @@ class ChangeFeed:
         self.listener = listener
         self._live = threading.Event()
         self._stop = threading.Event()
-        self._conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="store-listen", daemon=True)
         self._thread.start()
 
@@ -197,7 +196,6 @@ class ChangeFeed:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.address, autocommit=True, connect_timeout=5) as conn:
-                    self._conn = conn
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._live.set()
                     backoff = 0.1
@@ -211,9 +209,10 @@ class ChangeFeed:
                     break
                 if self._live.is_set():
                     log.warning("store notifications lost (%s); polling until back", exc)
+                    self._live.clear()
+                    self.listener("")  # the caller polls from now on: at once, then often
             finally:
                 self._live.clear()
-                self._conn = None
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -456,6 +455,7 @@ class PostgresArtifactStore:
                     "INSERT INTO softmax_models (name) VALUES (%s) ON CONFLICT DO NOTHING",
                     (model,),
                 )
+                # Keyed by a hash of the name: two names that collide only share a lock.
                 conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
                 try:
                     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, model))
@@ -587,7 +587,8 @@ class PostgresArtifactStore:
     # ------------------------------------------------------------------ notification
     def watch(self, listener: Callable[[str], None]) -> ChangeFeed:
         """Call ``listener(model)`` after each commit that adds a version of ``model`` or
-        moves its active version (``""``: after (re)connecting: anything may have changed)."""
+        moves its active version (``""``: after connecting and after losing the connection:
+        anything may have changed)."""
         feed = ChangeFeed(self.address, listener)
         self._feeds.append(feed)
         return feed

@@ -102,7 +102,8 @@ class Head:
 
 class ArtifactStore(Protocol):
     """What the repository and the service need from a store. The local directory is the
-    first implementation; one on a shared database could slot in behind the same methods."""
+    first implementation; PostgreSQL (:mod:`model.pgstore`) the second, behind the same
+    methods (:func:`model.stores.open_store` picks one by the store's address)."""
 
     def models(self) -> list[str]: ...
     def lock(self, model: str) -> contextlib.AbstractContextManager[None]: ...
@@ -133,7 +134,8 @@ class ChangeFeed(Protocol):
 class WatchableStore(ArtifactStore, Protocol):
     """A store that tells when versions change (PostgreSQL's LISTEN/NOTIFY): ``watch``
     calls ``listener(model)`` after each commit that adds a version of ``model`` or moves its
-    active one, and ``listener("")`` after reconnecting (anything may have changed). Readers
+    active one, and ``listener("")`` after connecting and after losing the connection
+    (anything may have changed). Readers
     of a store without it (the local directory) poll."""
 
     def watch(self, listener: Callable[[str], None]) -> ChangeFeed: ...

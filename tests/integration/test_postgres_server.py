@@ -148,7 +148,7 @@ def test_kill_and_database_outage_lose_nothing_acknowledged(
         assert survivor.post("/predict", json={"instances": probe_rows()}).status_code == 200
         ready = wait_until(
             lambda: (r := survivor.get("/health/ready")).json().get("status") == "degraded" and r,
-            10,
+            5,
             what="ready to say degraded",
         )
         assert ready.status_code == 200 and "unavailable" in ready.json()["store"]
