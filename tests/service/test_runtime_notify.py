@@ -46,7 +46,9 @@ def test_an_outage_leaves_the_model_served_and_says_why() -> None:
         writer = ModelRepository(PostgresArtifactStore(address))
         writer.save(fitted("iris", epochs=3), "iris")
         writer.close()
-        runtime = Runtime(ModelRepository(PostgresArtifactStore(address)), "iris")
+        # Unavailable after 0.5 s without a connection (the default waits 3 s).
+        store = PostgresArtifactStore(address, connect_timeout=0.5)
+        runtime = Runtime(ModelRepository(store), "iris")
         runtime.refresh()
         runtime.start_polling(0.2)
         try:
