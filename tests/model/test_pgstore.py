@@ -91,3 +91,36 @@ def test_the_command_line_tools_take_a_database(postgres: PostgresServer, subpro
         assert (head.active, head.newest) == (1, 2)
     finally:
         store.close()
+
+
+def test_concurrent_updates_share_commits(postgres: PostgresServer) -> None:
+    """Group commit on the database: updates queued while one COMMIT runs share the next."""
+    from model import ModelRepository, SoftmaxRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    y = (X[:, 0] > 0).astype(int)
+    store = PostgresArtifactStore(postgres.create_database())
+    repository = ModelRepository(store)
+    try:
+        repository.save(SoftmaxRegression(epochs=2).fit(X, y), "m")
+        before = store.syncs
+        versions: list[int] = []
+
+        def writer(offset: int) -> None:
+            for step in range(5):
+                start = (offset * 5 + step) * 4
+                result = repository.update("m", X[start : start + 4], y[start : start + 4])
+                versions.append(result.model.version)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(versions) == list(range(2, 42))
+        assert store.head("m").newest == 41
+        commits = store.syncs - before
+        assert commits < 40  # fewer commits than updates
+    finally:
+        repository.close()
