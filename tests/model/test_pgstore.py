@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from model import errors
+from model import ModelRepository, SoftmaxRegression, errors
 from model.artifact import Record
 from model.pgstore import SCHEMA_VERSION, PostgresArtifactStore
 from tests.postgres import PostgresServer
@@ -95,8 +95,6 @@ def test_the_command_line_tools_take_a_database(postgres: PostgresServer, subpro
 
 def test_concurrent_updates_share_commits(postgres: PostgresServer) -> None:
     """Group commit on the database: updates queued while one COMMIT runs share the next."""
-    from model import ModelRepository, SoftmaxRegression
-
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 4))
     y = (X[:, 0] > 0).astype(int)
