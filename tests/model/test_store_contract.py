@@ -17,21 +17,17 @@ from model import ModelRepository, SoftmaxRegression, errors
 from model.artifact import Record
 from model.store import ArtifactStore, Head, LocalArtifactStore
 from model.stores import open_store
+from tests.model.test_store import record as local_record
 from tests.postgres import PostgresServer
 
 MODEL = "m"
 
 
 def record(seed: int = 0, kind: str = "snapshot", parent: int | None = None) -> Record:
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "weights": rng.normal(size=(5, 3)),
-        "bias": rng.normal(size=3),
-        "classes": np.array(["ant", "bee", "cat"]),
-        "y": np.array([0, 2, 1], dtype=np.int64),
-        "empty": np.zeros((0, 5)),
-    }
-    return Record({"kind": kind, "parent": parent, "note": f"seed {seed}"}, arrays)
+    """test_store.py's record, with a parent and an empty array (an update whose rows all
+    joined the guard set has one)."""
+    base = local_record(seed, kind)
+    return Record({**base.meta, "parent": parent}, {**base.arrays, "empty": np.zeros((0, 5))})
 
 
 @dataclass
