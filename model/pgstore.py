@@ -474,6 +474,7 @@ class PostgresArtifactStore:
                         self.sync(model)
                 finally:
                     del held[model]
+                    self._written().discard(model)
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                         conn.rollback()
                     conn.autocommit = True
@@ -527,6 +528,7 @@ class PostgresArtifactStore:
                 (version, version, model) if activate else (version, model),
             )
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, model))
+            self._written().add(model)
             if durable:
                 self.sync(model)
         self._remember((model, version), meta)
@@ -539,7 +541,15 @@ class PostgresArtifactStore:
             return
         with _reaching(self._shown):
             conn.commit()
-        self._counted(1)
+        written = self._written()
+        if model in written:  # not the end of a transaction that only read
+            written.discard(model)
+            self._counted(1)
+
+    def _written(self) -> set[str]:
+        """The models this thread changed in its open transaction."""
+        written: set[str] = self._held.__dict__.setdefault("written", set())
+        return written
 
     def activate(self, model: str, version: int) -> None:
         """Make an existing version active (committed on return). Requires the lock."""
@@ -553,6 +563,7 @@ class PostgresArtifactStore:
                 raise self._missing(conn, model, version)
             conn.execute("UPDATE softmax_models SET active = %s WHERE name = %s", (version, model))
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, model))
+            self._written().add(model)
             self.sync(model)
 
     def set_kept(self, model: str, version: int, kept: bool) -> None:
@@ -565,6 +576,7 @@ class PostgresArtifactStore:
             ).rowcount
             if kept and not done:
                 raise self._missing(conn, model, version)
+            self._written().add(model)
             self.sync(model)
 
     def remove(self, model: str, version: int) -> None:
@@ -579,6 +591,7 @@ class PostgresArtifactStore:
                 "DELETE FROM softmax_versions WHERE model = %s AND version = ANY(%s)",
                 (model, list(versions)),
             )
+            self._written().add(model)
             self.sync(model)
         with self._cache_lock:
             for version in versions:

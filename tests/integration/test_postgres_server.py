@@ -4,6 +4,7 @@ them (no shared directory): concurrent writers spread across both, notification-
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,12 @@ def test_two_services_share_one_database(database: str, tmp_path: Path) -> None:
         assert len(acknowledged) == 48
         assert sorted(acknowledged) == list(range(2, 50))
         assert check_stored(database, acknowledged) == list(range(1, 50))
+        for server, stream in ((first, stream_a), (second, stream_b)):
+            commits = re.search(
+                r"^softmax_store_syncs_total (\S+)$", server.get("/metrics").text, re.MULTILINE
+            )
+            assert commits is not None
+            assert 0 < float(commits.group(1)) <= len(stream.acknowledged)  # COMMITs counted
 
         # One more update through the first: the second serves it within the reload delay.
         response = first.post("/train", json=batches[0].payload())
