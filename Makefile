@@ -52,9 +52,10 @@ container-check: $(VENV)/.dev
 	$(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile has no findings"
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	@if docker compose version >/dev/null 2>&1; then \
-		docker compose --profile train --profile scale config --quiet \
+		docker compose --profile train --profile scale --profile postgres config --quiet \
 		&& echo "docker compose config: docker-compose.yml resolves with every profile"; \
 	else echo "docker compose config: skipped, no Compose v2 here (the schema check above ran)"; fi
+	$(BIN)/kubernetes-validate --strict --kubernetes-version 1.31.0 deploy/kubernetes/*.yaml
 
 pytest: $(VENV)/.dev
 	$(BIN)/pytest

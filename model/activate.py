@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .errors import ModelError
 from .repository import ModelRepository
-from .store import LocalArtifactStore
+from .stores import open_store
 
 __all__ = ["main"]
 
@@ -26,14 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("version", type=int, help="the version to activate")
     p.add_argument("--name", required=True, help="model name")
-    p.add_argument("--store", default="artifacts", help="artifact store directory")
+    p.add_argument(
+        "--store",
+        default="artifacts",
+        help="artifact store: a directory, or a database postgresql://user@host:port/dbname",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        loaded = ModelRepository(LocalArtifactStore(args.store)).activate(args.name, args.version)
+        repository = ModelRepository(open_store(args.store))
+        try:
+            loaded = repository.activate(args.name, args.version)
+        finally:
+            repository.close()
     except ModelError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

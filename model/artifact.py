@@ -54,6 +54,7 @@ __all__ = [
     "VersionMeta",
     "checksum",
     "encode_record",
+    "parse_meta",
     "read_meta",
     "read_record",
 ]
@@ -122,6 +123,9 @@ class VersionMeta(Mapping[str, Any]):
     key: str | None = None
     drift: dict[str, Any] | None = None
     guard_history: dict[str, Any] | None = None  # model/guard_history.py (0.3)
+    # An update's sampled weights and bias, to accept a replay that differs from the
+    # writer's by rounding only (model.versions.replay_matches; 0.4).
+    replay_sample: list[float] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -211,6 +215,7 @@ _GUARDED = (
     "key",
     "drift",
     "guard_history",
+    "replay_sample",
 )
 _META_FIELDS = frozenset(f.name for f in dataclasses.fields(VersionMeta))
 _ONLINE_FIELDS = tuple(f.name for f in dataclasses.fields(OnlineStats))
@@ -300,7 +305,8 @@ def _string(npz: Any, key: str, path: Path) -> str:
     return str(value)
 
 
-def _parse_meta(text: str, path: Path) -> dict[str, Any]:
+def parse_meta(text: str, path: Path | str) -> dict[str, Any]:
+    """Stored metadata text parsed and checked (``path``: where it was read, for errors)."""
     try:
         meta = json.loads(text)
     except ValueError as exc:
@@ -318,7 +324,7 @@ def _parse_meta(text: str, path: Path) -> dict[str, Any]:
 def read_meta(path: Path) -> dict[str, Any]:
     """Only the metadata (not checksum-verified): cheap, for listings."""
     with _open(path) as npz:
-        return _parse_meta(_string(npz, _META, path), path)
+        return parse_meta(_string(npz, _META, path), path)
 
 
 def read_record(path: Path) -> Record:
@@ -348,4 +354,4 @@ def read_record(path: Path) -> Record:
             f"{path}: checksum mismatch (file says {expected[:19]}..., content is "
             f"{actual[:19]}...): the file was corrupted or modified"
         )
-    return Record(_parse_meta(meta_text, path), arrays)
+    return Record(parse_meta(meta_text, path), arrays)

@@ -25,6 +25,7 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
         ├── VersionNotFoundError                 no such version (or removed by retention)
         ├── CorruptArtifactError                 truncated, tampered or pickle-bearing file
         ├── StoreBusyError                       the cross-process lock was not obtained in time
+        ├── StoreUnavailableError                the store's database cannot be reached now
         └── ModelChangedError                    the active version changed features or classes
                                                  while a request was being read
 
@@ -53,6 +54,7 @@ __all__ = [
     "OutOfRangeError",
     "StoreBusyError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownCategoryError",
     "UnknownFeatureError",
     "UnknownLabelError",
@@ -163,6 +165,12 @@ class CorruptArtifactError(StoreError):
 
 class StoreBusyError(StoreError):
     code = "store_busy"
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server is down or unreachable: retry later (nothing was acknowledged)."""
+
+    code = "store_unavailable"
 
 
 class ModelChangedError(StoreError):

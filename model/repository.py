@@ -45,6 +45,7 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
     StoreError,
+    StoreUnavailableError,
     UpdateRejectedError,
     VersionNotFoundError,
 )
@@ -65,9 +66,10 @@ from .guard import (
 from .guard_history import GuardHistory, fixed_loss, judge_history, surprise_evidence
 from .prequential import PrequentialFigures, PrequentialWindow
 from .softmax import SoftmaxRegression, StepReport
-from .store import ArtifactStore, Head, arrays_nbytes, check_model_name
+from .store import ArtifactStore, ChangeFeed, Head, arrays_nbytes, check_model_name
 from .validation import check_labels, check_matrix, check_same_length
 from .versions import (
+    REPLAY_RTOL,
     LoadedModel,
     UpdateResult,
     VersionDetail,
@@ -79,6 +81,8 @@ from .versions import (
     guard_from,
     now,
     parent_of,
+    replay_matches,
+    replay_sample,
     state_digest,
 )
 
@@ -364,8 +368,12 @@ class ModelRepository:
                 return
             try:
                 self.store.sync(name)
-            except OSError as exc:
-                failure = StoreError(f"could not make the update durable ({exc})")
+            except (OSError, StoreUnavailableError) as exc:
+                failure = (
+                    exc
+                    if isinstance(exc, StoreUnavailableError)
+                    else StoreError(f"could not make the update durable ({exc})")
+                )
                 for job in applied:
                     job.result, job.error = None, failure
                 log.error("model %r: syncing the update log failed: %s", name, exc)
@@ -580,6 +588,24 @@ class ModelRepository:
         with self.store.lock(name):
             self.store.set_kept(name, version, kept)
 
+    # ------------------------------------------------------------------ change notification
+    def watch(self, listener: Callable[[str], None]) -> Callable[[], bool] | None:
+        """Have ``listener(model)`` called when another process changes ``model`` (``""``:
+        anything may have changed), if the store can tell (PostgreSQL); returns a function
+        that says whether notifications are arriving now. None: the store cannot tell
+        (the local directory), so readers poll."""
+        watch = getattr(self.store, "watch", None)
+        if watch is None:
+            return None
+        feed: ChangeFeed = watch(listener)
+        return feed.live.is_set
+
+    def close(self) -> None:
+        """Let go of the store's connections and threads, if it has any."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:
         """Names of the stored models, sorted."""
@@ -719,11 +745,11 @@ class ModelRepository:
                 passes=online.passes,
                 momentum=online.momentum,
             )
-        if state_digest(updated.state_) != meta.digest:
+        if not replay_matches(updated.state_, meta):
             raise CorruptArtifactError(
                 f"version {meta.version}: replaying the update on version {parent.version} "
-                "does not reproduce the recorded weights (different numeric library or "
-                "hardware than the writer's?)"
+                "does not reproduce the recorded weights, not even within rounding "
+                f"(relative {REPLAY_RTOL:g}): the update or its parent is not what was written"
             )
         guard = parent.guard
         if "holdout_X" in arrays and "holdout_y" in arrays:
@@ -765,6 +791,7 @@ class ModelRepository:
             chain_length=chain_length,
             chain_bytes=chain_bytes,
             digest=state_digest(step.updated.state_),
+            replay_sample=replay_sample(step.updated.state_),
             **common,
         )
         return meta, update_arrays

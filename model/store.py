@@ -67,6 +67,8 @@ from .errors import (
 
 __all__ = [
     "ArtifactStore",
+    "ChangeFeed",
+    "WatchableStore",
     "Head",
     "LocalArtifactStore",
     "check_model_name",
@@ -100,7 +102,8 @@ class Head:
 
 class ArtifactStore(Protocol):
     """What the repository and the service need from a store. The local directory is the
-    first implementation; one on a shared database could slot in behind the same methods."""
+    first implementation; PostgreSQL (:mod:`model.pgstore`) the second, behind the same
+    methods (:func:`model.stores.open_store` picks one by the store's address)."""
 
     def models(self) -> list[str]: ...
     def lock(self, model: str) -> contextlib.AbstractContextManager[None]: ...
@@ -117,6 +120,27 @@ class ArtifactStore(Protocol):
     def set_kept(self, model: str, version: int, kept: bool) -> None: ...
     def remove(self, model: str, version: int) -> None: ...
     def remove_many(self, model: str, versions: Sequence[int]) -> None: ...
+
+
+class ChangeFeed(Protocol):
+    """A subscription to a store's change notifications (see :class:`WatchableStore`)."""
+
+    @property
+    def live(self) -> threading.Event: ...  # set while notifications arrive
+
+    def close(self) -> None: ...
+
+
+class WatchableStore(ArtifactStore, Protocol):
+    """A store that tells when versions change (PostgreSQL's LISTEN/NOTIFY): ``watch``
+    calls ``listener(model)`` after each commit that adds a version of ``model`` or moves its
+    active one, and ``listener("")`` after connecting and after losing the connection
+    (anything may have changed). Readers
+    of a store without it (the local directory) poll."""
+
+    def watch(self, listener: Callable[[str], None]) -> ChangeFeed: ...
+
+    def close(self) -> None: ...
 
 
 def _fsync_dir(directory: Path) -> None:

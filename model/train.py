@@ -30,7 +30,7 @@ from .report import require_matplotlib, write_report
 from .repository import ModelRepository
 from .softmax import EpochRecord, SoftmaxRegression
 from .splits import fingerprint, stratified_kfold, train_val_test_split
-from .store import LocalArtifactStore
+from .stores import is_database, open_store
 from .validation import check_labels
 
 __all__ = ["build_parser", "main"]
@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="label column of a CSV (default for builtin data sets)")
     p.add_argument("--features", help="comma-separated feature columns (default: all others)")
     _add_table_flags(p)
-    p.add_argument("--store", default="artifacts", help="artifact store directory")
+    p.add_argument(
+        "--store",
+        default="artifacts",
+        help="artifact store: a directory, or a database postgresql://user@host:port/dbname",
+    )
     p.add_argument("--name", help="model name (default: the data file's stem)")
     _add_hyper_parameter_flags(p)
     _add_run_flags(p)
@@ -418,7 +422,13 @@ def _write_report(
 
 
 def _stored_models(store: str) -> list[str]:
-    return LocalArtifactStore(store).models() if Path(store).is_dir() else []
+    if not is_database(store) and not Path(store).is_dir():
+        return []
+    repository = ModelRepository(open_store(store))
+    try:
+        return repository.models()
+    finally:
+        repository.close()
 
 
 def _train(
@@ -483,19 +493,22 @@ def _save(
     metrics: dict[str, Any],
 ) -> int:
     data, val, encoder = source
-    repository = ModelRepository(LocalArtifactStore(args.store), keep_last=args.keep_last)
-    saved = repository.save(
-        estimator,
-        name,
-        training=training,
-        metrics=metrics,
-        fingerprint=fingerprint(data.X, data.y),
-        keep=args.keep,
-        guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
-        guard_rows=args.guard_rows,
-        activate=args.activate,
-        encoder=encoder,
-    )
+    repository = ModelRepository(open_store(args.store), keep_last=args.keep_last)
+    try:
+        saved = repository.save(
+            estimator,
+            name,
+            training=training,
+            metrics=metrics,
+            fingerprint=fingerprint(data.X, data.y),
+            keep=args.keep,
+            guard=(data.X[val], data.y[val]) if val.size and args.guard_rows > 0 else None,
+            guard_rows=args.guard_rows,
+            activate=args.activate,
+            encoder=encoder,
+        )
+    finally:
+        repository.close()
     return saved.version
 
 

@@ -38,6 +38,9 @@ __all__ = [
     "guard_from",
     "now",
     "parent_of",
+    "REPLAY_RTOL",
+    "replay_matches",
+    "replay_sample",
     "state_digest",
 ]
 
@@ -134,6 +137,41 @@ class VersionDetail:
 
     info: VersionInfo
     snapshot: VersionMeta
+
+
+# How far a replayed update may differ from the writer's weights and still be accepted:
+# relative to the largest sampled magnitude. Another CPU's BLAS rounds a d-term dot product
+# differently by at most about d * 2.2e-16 of its terms' sizes (1.4e-14 for d = 64), and a
+# chain replays at most snapshot_every updates; 1e-9 leaves five orders of magnitude of room
+# above that, while any real divergence (other rows, labels, rate or code) moves the weights
+# by a learning-rate-sized step, around 1e-3 of their size and far above the bound.
+REPLAY_RTOL = 1e-9
+_SAMPLE_SIZE = 16
+
+
+def replay_sample(state: TrainState) -> list[float]:
+    """At most 16 evenly strided weights and 16 bias values, recorded with an update."""
+    flat = state.weights.reshape(-1)
+    stride = max(1, flat.shape[0] // _SAMPLE_SIZE)
+    values = np.concatenate([flat[::stride][:_SAMPLE_SIZE], state.bias[:_SAMPLE_SIZE]])
+    return [float(v) for v in values]
+
+
+def replay_matches(state: TrainState, meta: VersionMeta) -> bool:
+    """Whether ``state``, an update replayed, is the state its writer recorded: the same
+    digest (same hardware and libraries: bit for bit), or else the same step count and every
+    sampled value within :data:`REPLAY_RTOL` of the largest sampled magnitude (another CPU's
+    rounding). Updates written before 0.4 have no sample: only the digest can match."""
+    if state_digest(state) == meta.digest:
+        return True
+    if meta.replay_sample is None or state.step != meta.step:
+        return False
+    expected = np.asarray(meta.replay_sample, dtype=np.float64)
+    actual = np.asarray(replay_sample(state))
+    if actual.shape != expected.shape or not np.isfinite(actual).all():
+        return False
+    scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float64).tiny))
+    return bool(np.all(np.abs(actual - expected) <= REPLAY_RTOL * scale))
 
 
 def state_digest(state: TrainState) -> str:

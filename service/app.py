@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from model import LoadedModel, LocalArtifactStore
 from model.errors import ModelError
+from model.pgstore import PostgresArtifactStore
 
 from .body import BodyLimitMiddleware
 from .config import Settings, build_repository, keyring_for
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(repository, settings.model, metrics_window=settings.metrics_window)
     app_metrics = Metrics()
     access = Access.build(keyring, app_metrics.registry)
-    if isinstance(repository.store, LocalArtifactStore):
+    if isinstance(repository.store, LocalArtifactStore | PostgresArtifactStore):
         repository.store.on_sync = app_metrics.store_syncs.inc
     runtime.on_swap(_publisher(app_metrics, settings.guard_surprise_quantile))
     registry = ModelRegistry(

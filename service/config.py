@@ -9,8 +9,9 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model import ModelRepository
+from model.errors import ModelError
 from model.guard import GuardPolicy
-from model.store import LocalArtifactStore
+from model.stores import is_database, open_store
 
 from .keys import KeyConfigError, Keyring, build_keyring
 
@@ -27,7 +28,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
-    store: Path = Field(Path("artifacts"), description="artifact store directory")
+    store: Path | str = Field(
+        Path("artifacts"),
+        description="artifact store: a directory, or a PostgreSQL database "
+        "postgresql://user[:password]@host:port/dbname shared by replicas on several hosts",
+    )
     model: str | None = Field(
         None, description="model name to serve; may be omitted if the store holds one model"
     )
@@ -167,6 +172,15 @@ class Settings(BaseSettings):
         "info", description="log level"
     )
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_address(cls, value: object) -> object:
+        # A database address stays a string (a Path would fold its "//"); anything else is
+        # a directory.
+        if isinstance(value, str) and not is_database(value):
+            return Path(value)
+        return value
+
     @field_validator("model")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
@@ -202,7 +216,7 @@ class Settings(BaseSettings):
 
 def build_repository(settings: Settings) -> ModelRepository:
     """The versioned model store the settings name (the local directory: the default)."""
-    store = LocalArtifactStore(settings.store, lock_timeout=settings.lock_timeout)
+    store = open_store(settings.store, lock_timeout=settings.lock_timeout)
     policy = GuardPolicy(
         mode=settings.guard_mode,
         max_loss_increase=settings.guard_max_loss_increase,
@@ -250,20 +264,30 @@ def startup_problem(settings: Settings) -> str | None:
         keyring_for(settings)
     except KeyConfigError as exc:
         return str(exc)
-    if not settings.store.is_dir():
+    if isinstance(settings.store, Path) and not settings.store.is_dir():
         return (
             f"--store {settings.store} (SOFTMAX_STORE): no such directory; create it, or "
             f"train a model into it with python -m model.train DATA --store {settings.store}"
         )
-    names = build_repository(settings).models()
+    try:
+        repository = build_repository(settings)
+    except ModelError as exc:  # a database that cannot be reached or is too new
+        return f"--store (SOFTMAX_STORE): {exc.message}"
+    try:
+        names = repository.models()
+    except ModelError as exc:
+        return f"--store (SOFTMAX_STORE): {exc.message}"
+    finally:
+        repository.close()
+    shown = str(repository).removeprefix("the store ")  # a database's without its password
     if settings.model is not None and names and settings.model not in names:
         return (
-            f"--model {settings.model} (SOFTMAX_MODEL): no such model in {settings.store} "
+            f"--model {settings.model} (SOFTMAX_MODEL): no such model in {shown} "
             f"(models: {', '.join(names)})"
         )
     if settings.model is None and len(names) > 1:
         return (
-            f"--model (SOFTMAX_MODEL): the store {settings.store} holds several models "
+            f"--model (SOFTMAX_MODEL): the store {shown} holds several models "
             f"({', '.join(names)}); choose one"
         )
     return None

@@ -17,6 +17,7 @@ everything that becomes an error answer (status, code)::
     │       ├── ModelChangedError              409  model_changed
     │       ├── ModelNotFoundError             503  model_not_found
     │       ├── StoreBusyError                 503  store_busy
+    │       ├── StoreUnavailableError          503  store_unavailable (a database outage)
     │       └── CorruptArtifactError           500  corrupt_artifact
     └── ApiError                             raised by service/; status and code on the class
         ├── BadRequestError                    400  bad_request
@@ -188,6 +189,7 @@ STATUS: list[tuple[type[ModelError], int]] = [
     (model_errors.ModelNotFoundError, 503),
     (model_errors.NotFittedError, 503),
     (model_errors.StoreBusyError, 503),
+    (model_errors.StoreUnavailableError, 503),
     (model_errors.CorruptArtifactError, 500),
     (model_errors.StoreError, 500),
 ]

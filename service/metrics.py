@@ -80,8 +80,8 @@ class Metrics:
         )
         self.store_syncs = Counter(
             "softmax_store_syncs_total",
-            "fsync and fdatasync calls made by the store (under concurrency fewer than "
-            "updates applied: one sync covers a batch)",
+            "fsync and fdatasync calls made by the store, or COMMITs on a PostgreSQL store "
+            "(under concurrency fewer than updates applied: one sync covers a batch)",
             registry=r,
         )
         self.updates_rejected = Counter(

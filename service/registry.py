@@ -88,6 +88,7 @@ class ModelRegistry:
         self._lock = threading.Lock()  # guards _held and _loading
         self._loading: dict[str, threading.Lock] = {}  # one load per name at a time
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by the store's change notifications
         self._poller: threading.Thread | None = None
         self._evict_listeners: list[Callable[[str], None]] = []
 
@@ -202,9 +203,21 @@ class ModelRegistry:
         return swapped
 
     def start_polling(self, interval: float) -> None:
-        self._poller = start_poller("registry-poller", interval, self._stop, self.refresh)
+        """Reload held models every ``interval`` seconds, and at once when the store notifies
+        a change to one of them (PostgreSQL)."""
+        live = self.repository.watch(self._notified)
+        self._poller = start_poller(
+            "registry-poller", interval, self._stop, self.refresh, wake=self._wake, live=live
+        )
+
+    def _notified(self, model: str) -> None:
+        with self._lock:
+            concerned = not model or model in self._held
+        if concerned:
+            self._wake.set()
 
     def stop_polling(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._poller is not None:
             self._poller.join(timeout=5)

@@ -6,8 +6,9 @@ prediction never sees a half-updated model and never waits for training.
 
 Writers (``/train``, activation) go through :class:`~model.repository.ModelRepository`, which
 holds the store's cross-process lock and always starts from the store's active version, so
-several workers and replicas sharing one store serialize their updates. Every process polls
-the store (``reload_interval``) and swaps in whatever version became active elsewhere.
+several workers and replicas sharing one store serialize their updates. Every process swaps in
+whatever version became active elsewhere: told by the store where it can (PostgreSQL's
+LISTEN/NOTIFY), else by polling it (``reload_interval``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from model.errors import (
     ModelNotFoundError,
     NonFiniteError,
     OutOfRangeError,
+    StoreUnavailableError,
     UpdateRejectedError,
 )
 from model.prequential import PrequentialFigures
@@ -41,6 +43,9 @@ from .errors import NoModelError
 __all__ = ["Runtime", "Scores", "batch_digest", "start_poller"]
 
 log = logging.getLogger("service.runtime")
+
+# While the store's change notifications arrive, reload polls only this many intervals apart.
+NOTIFIED_POLL_FACTOR = 20
 
 
 def batch_digest(X: NDArray[np.float64], labels: Sequence[Any]) -> str:
@@ -68,18 +73,32 @@ class Scores:
 
 
 def start_poller(
-    name: str, interval: float, stop: threading.Event, refresh: Callable[[], object]
+    name: str,
+    interval: float,
+    stop: threading.Event,
+    refresh: Callable[[], object],
+    *,
+    wake: threading.Event | None = None,
+    live: Callable[[], bool] | None = None,
 ) -> threading.Thread:
-    """A daemon thread calling ``refresh`` every ``interval`` seconds until ``stop`` is set;
-    a failure is logged and the next round comes (whatever is served keeps being served)."""
+    """A daemon thread calling ``refresh`` every ``interval`` seconds until ``stop`` is set,
+    or sooner when ``wake`` is set (a store's change notification); while ``live()`` says
+    notifications arrive, only every :data:`NOTIFIED_POLL_FACTOR` intervals. A failure is
+    logged and the next round comes (whatever is served keeps being served)."""
+    woken = wake if wake is not None else threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        while not stop.is_set():
+            notified = live is not None and live()
+            woken.wait(interval * NOTIFIED_POLL_FACTOR if notified else interval)
+            woken.clear()
+            if stop.is_set():
+                break
             try:
                 refresh()
             except ModelError as exc:
                 log.warning("reload failed: %s", exc.message)
-            except Exception:
+            except Exception:  # keep serving what is loaded, whatever happens
                 log.exception("reload failed")
 
     thread = threading.Thread(target=loop, name=name, daemon=True)
@@ -108,6 +127,10 @@ class Runtime:
         self._pinned_lock = threading.Lock()
         self._pinned_size = pinned_cache_size
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        # Why the store could not be read at the last reload (None: it could): /health/ready
+        # reports it while /predict goes on serving the model in memory.
+        self.store_problem: str | None = None
         self._poller: threading.Thread | None = None
 
     # ------------------------------------------------------------------ naming
@@ -171,12 +194,36 @@ class Runtime:
         return True
 
     def start_polling(self, interval: float) -> None:
-        self._poller = start_poller("store-poller", interval, self._stop, self.refresh)
+        """Reload in the background: at once when the store notifies a change (PostgreSQL),
+        else every ``interval`` seconds (the local directory; a database whose notification
+        connection is down). While notifications arrive, a poll every
+        :data:`NOTIFIED_POLL_FACTOR` intervals is only a safety net."""
+        live = self.repository.watch(self._notified)
+        self._poller = start_poller(
+            "store-poller", interval, self._stop, self._poll, wake=self._wake, live=live
+        )
+
+    def _poll(self) -> None:
+        """One background reload: a store outage is remembered (health says degraded) and
+        what is loaded keeps being served."""
+        try:
+            self.refresh()
+            self.store_problem = None
+        except StoreUnavailableError as exc:
+            if self.store_problem is None:
+                log.warning("store unavailable, serving what is loaded: %s", exc.message)
+            self.store_problem = exc.message
+
+    def _notified(self, model: str) -> None:
+        if not model or model == self.name:
+            self._wake.set()
 
     def stop_polling(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+        self.repository.close()
 
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
         """Call ``listener`` with every model this process starts serving."""

@@ -16,6 +16,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
+    "ReadyResponse",
     "ModelList",
     "PredictResponse",
     "TrainResponse",
@@ -210,3 +211,12 @@ class HealthResponse(BaseModel):
     status: str
     model: str | None = None
     version: int | None = None
+
+
+class ReadyResponse(HealthResponse):
+    """/health/ready: ``status`` is ``ready``, or ``degraded`` while the store cannot be
+    reached (``store`` says why; predictions go on from the model in memory)."""
+
+    store: str | None = Field(
+        None, description="present when degraded: why the store cannot be reached"
+    )

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from ..deps import State
 from ..errors import NoModelError
-from ..schemas import HealthResponse, error_responses
+from ..schemas import HealthResponse, ReadyResponse, error_responses
 
 __all__ = ["router"]
 
@@ -21,10 +21,24 @@ async def live() -> dict[str, Any]:
     return {"status": "live"}
 
 
-@router.get("/ready", response_model=HealthResponse, responses=error_responses(503))
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(503),
+)
 async def ready(state: State) -> Any:
-    """Ready only when a model is loaded."""
+    """Ready only when a model is loaded; "degraded" (still 200: /predict serves the model in
+    memory) while the store cannot be reached, saying why."""
     loaded = state.runtime.current
     if loaded is None:
         raise NoModelError("not ready: no model is loaded yet")
+    problem = state.runtime.store_problem
+    if problem is not None:
+        return {
+            "status": "degraded",
+            "model": loaded.name,
+            "version": loaded.version,
+            "store": f"unavailable: {problem}",
+        }
     return {"status": "ready", "model": loaded.name, "version": loaded.version}
