@@ -38,6 +38,7 @@ __all__ = [
     "AppState",
     "Authorized",
     "State",
+    "Viewer",
     "app_state",
     "authenticate",
     "close_route",
@@ -215,6 +216,10 @@ async def _require_admin(request: Request, state: State, credentials: Credential
     return _authenticated(request, state.access.keyring, credentials, "admin")
 
 
+async def _require_viewer(request: Request, state: State, credentials: Credentials) -> Caller:
+    return _authenticated(request, state.access.keyring, credentials, "predict")
+
+
 def _authenticated(
     request: HTTPConnection,
     keyring: Keyring,
@@ -234,6 +239,8 @@ Authorized = Depends(_require_train)
 """/train: a key with the ``train`` permission, within its request rate."""
 Admin = Depends(_require_admin)
 """Activation: a key with the ``admin`` permission."""
+Viewer = Depends(_require_viewer)
+"""Read-only views (the dashboard's data when ``dashboard_requires_key`` is set): any key."""
 
 
 def take_rows(request: Request, n: int) -> None:

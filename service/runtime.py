@@ -83,6 +83,7 @@ class Runtime:
         self.current: LoadedModel | None = None
         self.metrics_window = metrics_window
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
+        self._refusal_listeners: list[Callable[[ModelError, str | None], None]] = []
         self._swap_lock = threading.Lock()
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
@@ -171,6 +172,12 @@ class Runtime:
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
         """Call ``listener`` with every model this process starts serving."""
         self._swap_listeners.append(listener)
+
+    def on_refusal(self, listener: Callable[[ModelError, str | None], None]) -> None:
+        """Call ``listener(error, key)`` with every update the guard refuses in this process
+        (an :class:`UpdateRejectedError` or :class:`OutOfRangeError`): a refusal writes
+        nothing to the store, so only the process that refused it knows."""
+        self._refusal_listeners.append(listener)
 
     def _swap(self, loaded: LoadedModel) -> None:
         with self._swap_lock:
@@ -290,6 +297,8 @@ class Runtime:
                 X.shape[0],
                 exc.message,
             )
+            for listener in self._refusal_listeners:
+                listener(exc, key)
             raise
 
     def page(self, limit: int, before: int | None) -> VersionPage:
