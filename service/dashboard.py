@@ -197,11 +197,9 @@ class TrafficSampler:
 
     def read(self) -> dict[str, Any]:
         sample = _read_sample(self.metrics.exposition().decode())
-        with self._lock:
+        with self._lock:  # the series keeps one sample a second; the figures use this one
             if not self._samples or sample.at - self._samples[-1].at >= 1.0:
                 self._samples.append(sample)
-            else:
-                sample = self._samples[-1]
             samples = list(self._samples)
         oldest = next(
             (s for s in samples if sample.at - s.at <= RATE_WINDOW_SECONDS), samples[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,16 +147,17 @@ def test_the_page_follows_the_model_live_without_a_reload(
     for start in range(0, 64, 16):  # a little prediction traffic for the traffic panel
         assert server.post("/predict", json={"instances": X[start : start + 16].tolist()}).is_success
     version = 1
-    for start in range(0, 96, 32):  # three honest minibatches: versions 2, 3, 4
+    for start in range(0, 256, 32):  # eight honest minibatches: versions 2 to 9
         response = _train(server, X[start : start + 32], y[start : start + 32])
         assert response.status_code == 200, response.text
         version = response.json()["version"]
-    assert version == 4
-    # Honest labels at a learning rate 1000 times the model's own, for 10 passes: refused.
-    refused = _train(server, X[96:128], y[96:128], learning_rate=1.0, passes=10)
+        time.sleep(0.1)  # spread over a second or two of the chart's time axis
+    assert version == 9
+    # Honest labels at a learning rate far above the model's own, for 10 passes: refused.
+    refused = _train(server, X[256:288], y[256:288], learning_rate=1.0, passes=10)
     assert refused.status_code == 409, refused.text
     reason = refused.json()["error"]["details"]["reason"]  # which signal refused it
-    response = _train(server, X[128:160], y[128:160])  # and one more honest: version 5
+    response = _train(server, X[288:320], y[288:320])  # and one more honest: version 10
     assert response.status_code == 200, response.text
     version = response.json()["version"]
 
