@@ -201,9 +201,7 @@ class TrafficSampler:
             if not self._samples or sample.at - self._samples[-1].at >= 1.0:
                 self._samples.append(sample)
             samples = list(self._samples)
-        oldest = next(
-            (s for s in samples if sample.at - s.at <= RATE_WINDOW_SECONDS), samples[0]
-        )
+        oldest = next((s for s in samples if sample.at - s.at <= RATE_WINDOW_SECONDS), samples[0])
         return {
             "window_seconds": round(sample.at - oldest.at, 1),
             "routes": self._routes(oldest, sample),

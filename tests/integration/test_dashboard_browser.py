@@ -145,7 +145,8 @@ def test_the_page_follows_the_model_live_without_a_reload(
 
     X, y = _batches()
     for start in range(0, 64, 16):  # a little prediction traffic for the traffic panel
-        assert server.post("/predict", json={"instances": X[start : start + 16].tolist()}).is_success
+        predicted = server.post("/predict", json={"instances": X[start : start + 16].tolist()})
+        assert predicted.status_code == 200, predicted.text
     version = 1
     for start in range(0, 256, 32):  # eight honest minibatches: versions 2 to 9
         response = _train(server, X[start : start + 32], y[start : start + 32])

@@ -76,8 +76,13 @@ def test_the_state_follows_updates_refusals_and_a_rollback(
 
         active = state["active"]
         made = {name: active[name] for name in ("version", "kind", "parent", "source", "key")}
-        assert made == {"version": 3, "kind": "update", "parent": 2, "source": "online",
-                        "key": "default"}
+        assert made == {
+            "version": 3,
+            "kind": "update",
+            "parent": 2,
+            "source": "online",
+            "key": "default",
+        }
         assert active["guard"]["rows"] > 0
         assert [v["version"] for v in state["versions"]] == [3, 2, 1]
         assert [v["active"] for v in state["versions"]] == [True, False, False]
@@ -128,9 +133,7 @@ def test_an_offline_version_picked_up_from_the_store_is_an_activation(
         assert [(e["version"], e["previous"], e["source"]) for e in found] == [(2, 1, "offline")]
 
 
-def test_the_data_needs_a_key_when_the_setting_asks(
-    iris_store: Path, make_app: AppFactory
-) -> None:
+def test_the_data_needs_a_key_when_the_setting_asks(iris_store: Path, make_app: AppFactory) -> None:
     with TestClient(make_app(iris_store, dashboard_requires_key=True)) as client:
         assert client.get("/dashboard").status_code == 200  # the page holds no data
         assert_error(client.get("/dashboard/state"), 401, "unauthorized")

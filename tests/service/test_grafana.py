@@ -118,9 +118,7 @@ def test_a_misspelt_metric_would_be_caught(store: Path) -> None:
     assert metric_names("rate(softmax_http_request_total[5m])") - exported == {
         "softmax_http_request_total"
     }
-    assert metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[1m])))") == {
-        "x_bucket"
-    }
+    assert metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[1m])))") == {"x_bucket"}
 
 
 def test_the_provisioning_files_point_at_the_dashboard() -> None:
