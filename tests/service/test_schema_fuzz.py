@@ -45,6 +45,7 @@ OPERATIONS = [
     ("GET", "/health/live", False),
     ("GET", "/health/ready", False),
     ("GET", "/metrics", False),
+    ("GET", "/dashboard/state", False),
 ]
 RUNS = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
