@@ -88,9 +88,20 @@ class Journal:
                     "version": loaded.version,
                     "previous": previous,
                     "source": meta.source,
-                    "key": meta.key,
+                    "key": meta.key,  # the key that made the version
+                    "by": None,  # the key that activated it, when asked of this process
                 }
             )
+
+    def activated(self, loaded: LoadedModel, key: str | None) -> None:
+        """An activation asked of this process by ``key``: named on its event (the newest,
+        which :meth:`swapped` has just written; none when the version was served already)."""
+        with self._lock:
+            newest = self._events[-1] if self._events else {}
+            if newest.get("kind") in ("activation", "rollback") and (
+                newest["version"] == loaded.version and newest["by"] is None
+            ):
+                newest["by"] = key
 
     def refused(self, error: ModelError, key: str | None) -> None:
         """An update the guard refused (the model unchanged), with its reason."""
@@ -329,6 +340,7 @@ class Dashboard:
         self.traffic = TrafficSampler(metrics)
         runtime.on_swap(self.journal.swapped)
         runtime.on_refusal(self.journal.refused)
+        runtime.on_activation(self.journal.activated)
 
     def state(self) -> dict[str, Any]:
         """Everything the page shows (blocking: it reads the store; call from a thread)."""

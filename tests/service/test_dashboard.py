@@ -112,6 +112,7 @@ def test_the_state_follows_updates_refusals_and_a_rollback(
             "previous": 3,
             "source": "offline",
             "key": None,
+            "by": "default",  # the key that asked for the rollback
         }
 
 

@@ -184,8 +184,8 @@
           what = e.reason.replace("update_rejected:", "") + (e.key ? " · key " + e.key : "");
           why = e.message;
         } else {
-          what = (e.previous != null ? "v" + e.previous + " → " : "") + "v" + e.version;
-          why = (e.source === "offline" ? "offline training" : "online update") + (e.key ? " by key " + e.key : "");
+          what = (e.previous != null ? "v" + e.previous + " → " : "") + "v" + e.version + (e.by ? " · key " + e.by : "");
+          why = "v" + e.version + ": " + (e.source === "offline" ? "offline training" : "online update") + (e.key ? " by key " + e.key : "");
         }
         const item = el("li", { "data-kind": e.kind },
           el("span", { class: "badge " + e.kind }, e.kind),
