@@ -355,7 +355,13 @@ class Dashboard:
             "traffic": self.traffic.read(),
         }
         if loaded is None:
-            return {**document, "active": None, "versions": [], "prequential": None}
+            return {
+                **document,
+                "active": None,
+                "versions": [],
+                "prequential": None,
+                "drift": None,
+            }
         page = runtime.page(SERIES_VERSIONS, None)
         window = runtime.prequential()
         meta = loaded.meta

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -11,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..dashboard import Dashboard
+from ..dashboard_schemas import DashboardState
 from ..deps import Viewer
 from ..errors import RouteNotFoundError
 from ..schemas import error_responses
@@ -51,12 +51,13 @@ def install(app: FastAPI, dashboard: Dashboard, *, requires_key: bool) -> None:
         "/dashboard/state",
         tags=["dashboard"],
         dependencies=[Viewer] if requires_key else [],
+        response_model=None,
         responses={
-            200: {"content": {"application/json": {}}, "description": "the dashboard's data"},
+            200: {"model": DashboardState, "description": "the dashboard's data"},
             **error_responses(*((401, 403) if requires_key else ())),
         },
     )
-    async def dashboard_state() -> Any:
+    async def dashboard_state() -> Response:
         """What /dashboard shows: active version and lineage, prequential series, guard
         refusals, drift, request rates and latency."""
         document = await run_in_threadpool(dashboard.state)

@@ -14,6 +14,7 @@ import pytest
 
 from service.config import Settings, keyring_for
 from service.dashboard import histogram_quantile
+from service.dashboard_schemas import DashboardState
 from service.keys import KeyConfigError
 from service.routes.dashboard import ASSETS
 
@@ -73,6 +74,7 @@ def test_the_state_follows_updates_refusals_and_a_rollback(
         assert refused.status_code == 409
         assert client.post("/predict", json={"instances": X[:3].tolist()}).status_code == 200
         state = client.get("/dashboard/state").json()
+        DashboardState.model_validate(state)  # the documented shape
 
         active = state["active"]
         made = {name: active[name] for name in ("version", "kind", "parent", "source", "key")}
@@ -155,6 +157,7 @@ def test_an_empty_store_shows_no_model(store: Path, make_app: AppFactory) -> Non
     with TestClient(make_app(store)) as client:
         state = client.get("/dashboard/state").json()
     assert state["active"] is None and state["versions"] == [] and state["events"] == []
+    DashboardState.model_validate(state)
 
 
 @pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99])
