@@ -214,3 +214,40 @@ def test_at_a_phones_width_nothing_is_cut_off(
     page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     watched.assert_clean(server.base_url)
     context.close()
+
+
+def test_behind_a_key_the_page_asks_for_one_and_then_shows_the_data(
+    browser: Any, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    store = tmp_path / "store"
+    store.mkdir()
+    assert train_offline(store, "iris") == 1
+    server = start_server(
+        store, tmp_path / "logs", "--api-key", KEY, "--dashboard-requires-key", "true"
+    )
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        watched = Watched(page)
+        page.goto(server.base_url + "/dashboard")
+        overlay = page.locator("#key-overlay")
+        expect(overlay).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#active-version")).to_have_text("–")  # nothing shown without it
+        page.fill("#key-input", "not-the-key")
+        page.click("#key-form button")
+        expect(page.locator("#key-error")).to_contain_text("not valid", timeout=WAIT_MS)
+        page.fill("#key-input", KEY)
+        page.click("#key-form button")
+        expect(page.locator("#active-version")).to_have_text("v1", timeout=WAIT_MS)
+        expect(overlay).to_be_hidden()
+        expect(page.locator("#model-name")).to_have_text("model iris")
+        # The browser reports each refused fetch (401, 403) as a console error: those two
+        # are expected here, nothing else is.
+        refused = [e for e in watched.errors if re.search(r"status of 40[13]", e)]
+        assert len(refused) == 2, watched.errors
+        watched.errors = [e for e in watched.errors if e not in refused]
+        watched.assert_clean(server.base_url)
+        context.close()
+    finally:
+        server.stop()
