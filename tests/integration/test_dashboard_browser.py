@@ -5,7 +5,7 @@ driven by Playwright (the ``dev`` extra) through ``executable_path``: nothing is
 at run time. Where no browser can be had the tests are skipped, saying how to get one; with
 ``BROWSER_TEST_REQUIRED=1`` (set by ``.ci/run`` once it installed the browser) that is an error.
 
-``DASHBOARD_SCREENSHOT=docs/dashboard.png`` also writes the desktop screenshot there, in 128
+``DASHBOARD_SCREENSHOT=docs/dashboard.png`` also writes the desktop screenshot there, in 256
 colours (the README's picture is made that way).
 """
 
@@ -178,15 +178,23 @@ def test_the_page_follows_the_model_live_without_a_reload(
     expect(page.locator("#routes")).to_contain_text("POST /train")
     assert page.evaluate("window.__sameDocument") == "yes"
 
+    # A rollback: the page serves the older version again and says who asked for it.
+    assert server.post(f"/models/{version - 2}/activate", headers=AUTH).status_code == 200
+    expect(page.locator("#active-version")).to_have_text(f"v{version - 2}", timeout=WAIT_MS)
+    rollback = page.locator("#events li[data-kind=rollback]")
+    expect(rollback).to_contain_text(f"v{version} → v{version - 2} · key default")
+    expect(page.locator(f"#versions tr.active[data-version='{version - 2}']")).to_have_count(1)
+    assert page.evaluate("window.__sameDocument") == "yes"
+
     page.wait_for_timeout(1200)  # two more polls: the traffic chart has a few points
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    if os.environ.get("DASHBOARD_SCREENSHOT"):  # the README's picture: 128 colours, ~50 kB
+    if os.environ.get("DASHBOARD_SCREENSHOT"):  # the README's picture: 256 colours, ~60 kB
         from PIL import Image  # Pillow: matplotlib's dependency, in the dev extra
 
         with Image.open(shot) as picture:
-            small = picture.convert("RGB").quantize(128, dither=Image.Dither.NONE)
+            small = picture.convert("RGB").quantize(256, dither=Image.Dither.NONE)
             small.save(os.environ["DASHBOARD_SCREENSHOT"], optimize=True)
     watched.assert_clean(origin)
     context.close()

@@ -52,14 +52,15 @@
   function chartWidth(node) {
     return Math.max(200, Math.floor(node.getBoundingClientRect().width));
   }
-  function makePlot(node, series, axes, height) {
+  function makePlot(node, series, axes, height, hooks, xRange) {
     const plot = new uPlot(
       {
         width: chartWidth(node), height: height,
         series: [{}].concat(series), axes: axes,
-        scales: { x: { time: true } },
+        scales: { x: xRange ? { time: true, range: xRange } : { time: true } },
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
+        hooks: hooks || {},
       },
       [[]].concat(series.map(() => [])),
       node,
@@ -79,6 +80,42 @@
     return axis({ space: 70, values: (u, vals, axisIndex, space, step) => vals.map((v) => label(v, step)) });
   }
 
+  // Activations and rollbacks as dashed lines, refusals as red ticks, on the chart's time axis.
+  let markers = [];
+  const MARK = { activation: "#2f6fed", rollback: "#c77d00", refused: "#d64545" };
+  function drawMarkers(u) {
+    const ctx = u.ctx;
+    const { left, top, width, height } = u.bbox;
+    const ratio = uPlot.pxRatio;
+    ctx.save();
+    ctx.font = 11 * ratio + "px system-ui, sans-serif";
+    ctx.lineWidth = ratio;
+    for (const m of markers) {
+      const x = u.valToPos(m.t, "x", true);
+      if (!(x >= left && x <= left + width)) continue;
+      ctx.strokeStyle = ctx.fillStyle = MARK[m.kind];
+      if (m.kind === "refused") {
+        ctx.beginPath();
+        ctx.moveTo(x, top + height - 9 * ratio);
+        ctx.lineTo(x - 5 * ratio, top + height);
+        ctx.lineTo(x + 5 * ratio, top + height);
+        ctx.fill();
+      } else {
+        ctx.setLineDash([4 * ratio, 3 * ratio]);
+        ctx.beginPath();
+        ctx.moveTo(x, top);
+        ctx.lineTo(x, top + height);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        const label = "v" + m.version;
+        const room = left + width - x - 4 * ratio;  // near the right edge: the label goes left
+        const shift = ctx.measureText(label).width < room ? 4 * ratio : -4 * ratio - ctx.measureText(label).width;
+        ctx.fillText(label, x + shift, top + 12 * ratio);
+      }
+    }
+    ctx.restore();
+  }
+
   function preqChart() {
     return makePlot(
       $("chart-preq"),
@@ -96,6 +133,13 @@
         axis({ scale: "loss", side: 1, grid: { show: false }, size: 46 }),
       ],
       196,
+      { draw: [drawMarkers] },
+      // The time axis reaches the newest marker: a rollback after the last update shows.
+      (u, min, max) => {
+        if (min == null) return [min, max];
+        const newest = markers.reduce((t, m) => Math.max(t, m.t), max);
+        return min === newest ? [min - 1, newest + 1] : [min, newest];
+      },
     );
   }
   function trafficChart() {
@@ -110,7 +154,7 @@
       [
         timeAxis(),
         axis({ scale: "rps", size: 46 }),
-        axis({ scale: "ms", side: 1, grid: { show: false }, size: 60, values: (u, vals) => vals.map((v) => v + " ms") }),
+        axis({ scale: "ms", side: 1, grid: { show: false }, size: 60, values: (u, vals) => vals.map((v) => (v >= 1000 ? v / 1000 + " s" : v + " ms")) }),
       ],
       140,
     );
@@ -147,6 +191,9 @@
     setText("preq-detail", preq.rows ? "last " + count(preq.rows) + " of " + count(preq.window_rows) + " rows" : "no online update yet");
     const s = preq.series;
     setText("preq-caption", s.version.length ? "· " + s.version.length + " online updates, window " + count(preq.window_rows) + " rows" : "· no online update stored yet");
+    markers = (state.events || [])
+      .filter((e) => e.kind in MARK)
+      .map((e) => ({ kind: e.kind, version: e.version, t: new Date(e.at).getTime() / 1000 }));
     preqPlot = preqPlot || preqChart();
     preqPlot.setData([s.time, s.accuracy, s.batch_accuracy, s.log_loss]);
     const node = $("chart-preq");
@@ -185,7 +232,7 @@
           why = e.message;
         } else {
           what = (e.previous != null ? "v" + e.previous + " → " : "") + "v" + e.version + (e.by ? " · key " + e.by : "");
-          why = "v" + e.version + ": " + (e.source === "offline" ? "offline training" : "online update") + (e.key ? " by key " + e.key : "");
+          why = (e.previous != null ? "v" + e.version + ": " : "") + (e.source === "offline" ? "offline training" : "online update") + (e.key ? " by key " + e.key : "");
         }
         const item = el("li", { "data-kind": e.kind },
           el("span", { class: "badge " + e.kind }, e.kind),
