@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from service.config import Settings, keyring_for
-from service.dashboard import histogram_quantile
 from service.dashboard_schemas import DashboardState
 from service.keys import KeyConfigError
 from service.routes.dashboard import ASSETS
+from service.traffic import histogram_quantile
 
 from .helpers import AUTH, AppFactory, TestClient, assert_error, save_model
 from .test_guard import guarded_model
