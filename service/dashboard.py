@@ -16,7 +16,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from model import LoadedModel, VersionInfo
+from model import LoadedModel, VersionInfo, VersionMeta
 from model.errors import ModelError, UpdateRejectedError
 from model.prequential import PrequentialWindow
 from model.versions import now
@@ -142,9 +142,8 @@ def _prequential_series(versions: list[VersionInfo], window_rows: int) -> dict[s
     return series
 
 
-def _version_row(info: VersionInfo) -> dict[str, Any]:
-    meta = info.meta
-    online = meta.online
+def _made(meta: VersionMeta) -> dict[str, Any]:
+    """How a version was made (its lineage), as the page shows it."""
     return {
         "version": meta.version,
         "kind": meta.kind,
@@ -152,6 +151,14 @@ def _version_row(info: VersionInfo) -> dict[str, Any]:
         "parent": meta.parent,
         "created_at": meta.created_at,
         "key": meta.key,
+    }
+
+
+def _version_row(info: VersionInfo) -> dict[str, Any]:
+    meta = info.meta
+    online = meta.online
+    return {
+        **_made(meta),
         "active": info.active,
         "kept": info.kept,
         "rows": online.n if online is not None else None,
@@ -202,12 +209,7 @@ class Dashboard:
         return {
             **document,
             "active": {
-                "version": loaded.version,
-                "kind": meta.kind,
-                "source": meta.source,
-                "parent": meta.parent,
-                "created_at": meta.created_at,
-                "key": meta.key,
+                **_made(meta),
                 "classes": len(loaded.classes),
                 "n_features": loaded.n_features,
                 "guard": meta.guard,

@@ -48,25 +48,24 @@ class Traffic(BaseModel):
     refused: dict[str, float] = Field(description="refused /train requests by reason")
 
 
-class ActiveVersion(BaseModel):
+class VersionMade(BaseModel):
+    """How a version was made: its lineage."""
+
     version: int
-    kind: str
-    source: str
+    kind: str = Field(description="snapshot or update")
+    source: str = Field(description="offline (the training CLI) or online (/train)")
     parent: int | None
     created_at: str
-    key: str | None
+    key: str | None = Field(description="the key that made it")
+
+
+class ActiveVersion(VersionMade):
     classes: int
     n_features: int
     guard: dict[str, Any] | None = Field(description="the version on its guard set")
 
 
-class VersionRow(BaseModel):
-    version: int
-    kind: str
-    source: str
-    parent: int | None
-    created_at: str
-    key: str | None
+class VersionRow(VersionMade):
     active: bool
     kept: bool
     rows: int | None = Field(description="an online update's rows")
