@@ -18,11 +18,12 @@ from model.pgstore import PostgresArtifactStore
 from .body import BodyLimitMiddleware
 from .config import Settings, build_repository, keyring_for
 from .contract import Limits
+from .dashboard import Dashboard
 from .deps import Access, AppState, close_route
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .registry import ModelRegistry
-from .routes import health, metrics, models, predict, train, v2
+from .routes import dashboard, health, metrics, models, predict, train, v2
 from .runtime import Runtime
 
 __all__ = ["create_app"]
@@ -83,6 +84,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.softmax = state
     install_error_handlers(app)
     _install_routes(app, settings)
+    board = Dashboard(
+        runtime,
+        app_metrics,
+        guard_mode=settings.guard_mode,
+        refresh_seconds=settings.dashboard_refresh,
+    )
+    dashboard.install(app, board, requires_key=settings.dashboard_requires_key)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     return app

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     predict_requires_key: bool = Field(
         False, description="/predict needs a key with the predict (or train, admin) permission"
     )
+    dashboard_requires_key: bool = Field(
+        False,
+        description="GET /dashboard/state (the data of the /dashboard page) needs a key "
+        "(any configured key: the page is read-only)",
+    )
+    dashboard_refresh: float = Field(
+        2.0, ge=0.5, le=3600, description="seconds between the /dashboard page's refreshes"
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
     )
@@ -250,6 +258,11 @@ def keyring_for(settings: Settings) -> Keyring:
     if settings.predict_requires_key and not keyring:
         raise KeyConfigError(
             "--predict-requires-key (SOFTMAX_PREDICT_REQUIRES_KEY): no key is configured "
+            "(--api-key, --api-keys or --api-keys-file)"
+        )
+    if settings.dashboard_requires_key and not keyring:
+        raise KeyConfigError(
+            "--dashboard-requires-key (SOFTMAX_DASHBOARD_REQUIRES_KEY): no key is configured "
             "(--api-key, --api-keys or --api-keys-file)"
         )
     return keyring

@@ -40,6 +40,7 @@ __all__ = [
     "Authorized",
     "Predictor",
     "State",
+    "Viewer",
     "app_state",
     "authenticate",
     "close_route",
@@ -244,6 +245,9 @@ Admin = Depends(_require_admin)
 Predictor = Depends(_require_predict)
 """Inference routes when ``predict_requires_key`` is set: a key with the ``predict``
 permission (or train, admin)."""
+Viewer = Depends(_require_predict)
+"""Read-only views (the dashboard's data when ``dashboard_requires_key`` is set): any key
+(every key may predict)."""
 
 
 def take_rows(request: Request, n: int) -> None:

@@ -122,6 +122,8 @@ class Runtime:
         self.current: LoadedModel | None = None
         self.metrics_window = metrics_window
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
+        self._refusal_listeners: list[Callable[[ModelError, str | None], None]] = []
+        self._activation_listeners: list[Callable[[LoadedModel, str | None], None]] = []
         self._swap_lock = threading.Lock()
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
@@ -228,6 +230,17 @@ class Runtime:
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
         """Call ``listener`` with every model this process starts serving."""
         self._swap_listeners.append(listener)
+
+    def on_refusal(self, listener: Callable[[ModelError, str | None], None]) -> None:
+        """Call ``listener(error, key)`` with every update the guard refuses in this process
+        (an :class:`UpdateRejectedError` or :class:`OutOfRangeError`): a refusal writes
+        nothing to the store, so only the process that refused it knows."""
+        self._refusal_listeners.append(listener)
+
+    def on_activation(self, listener: Callable[[LoadedModel, str | None], None]) -> None:
+        """Call ``listener(loaded, key)`` after every activation made through this runtime
+        (after the swap listeners have seen the version), with the key that asked for it."""
+        self._activation_listeners.append(listener)
 
     def _swap(self, loaded: LoadedModel) -> None:
         with self._swap_lock:
@@ -354,6 +367,8 @@ class Runtime:
                 X.shape[0],
                 exc.message,
             )
+            for listener in self._refusal_listeners:
+                listener(exc, key)
             raise
 
     def page(self, limit: int, before: int | None) -> VersionPage:
@@ -364,6 +379,10 @@ class Runtime:
         """One version of the served model, without materializing its weights."""
         return self.repository.detail(self.require().name, version)
 
-    def activate(self, version: int) -> LoadedModel:
+    def activate(self, version: int, key: str | None = None) -> LoadedModel:
+        """Make a stored version active (``key``: the client that asked, for listeners)."""
         current = self.require()
-        return self.repository.activate(current.name, version, on_commit=self._swap)
+        loaded = self.repository.activate(current.name, version, on_commit=self._swap)
+        for listener in self._activation_listeners:
+            listener(loaded, key)
+        return loaded

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import health, metrics, models, predict, train, v2
+from . import dashboard, health, metrics, models, predict, train, v2
 
-__all__ = ["health", "metrics", "models", "predict", "train", "v2"]
+__all__ = ["dashboard", "health", "metrics", "models", "predict", "train", "v2"]

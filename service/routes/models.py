@@ -12,6 +12,7 @@ from model.encoding import describe_raw_features
 
 from ..contract import MAX_VERSION
 from ..deps import Admin, State
+from ..keys import Caller
 from ..schemas import ActivateResponse, ModelList, VersionDetail, error_responses
 
 __all__ = ["router"]
@@ -68,12 +69,13 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
 @router.post(
     "/{version}/activate",
     response_model=ActivateResponse,
-    dependencies=[Admin],
     responses=error_responses(401, 403, 404, 422, 500, 503),
 )
-async def activate(state: State, version: VersionPath) -> dict[str, Any]:
+async def activate(
+    state: State, version: VersionPath, caller: Annotated[Caller, Admin]
+) -> dict[str, Any]:
     """Make a stored version active (rollback or promotion); every process follows."""
-    loaded = await run_in_threadpool(state.runtime.activate, version)
+    loaded = await run_in_threadpool(state.runtime.activate, version, caller.name)
     return {"model": loaded.name, "active": loaded.version}
 
 

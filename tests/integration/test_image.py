@@ -420,6 +420,8 @@ SETTINGS = {
     # the guard judges and records them but refuses none.
     "SOFTMAX_GUARD_MODE": "log",
     "SOFTMAX_MODELS_MEMORY_BYTES": "1",  # every model the /v2 routes load unloads the last
+    "SOFTMAX_DASHBOARD_REQUIRES_KEY": "true",
+    "SOFTMAX_DASHBOARD_REFRESH": "3.5",
 }
 # The other settings, in a second container (its guard enforces, its keys are named): each
 # is a value other than its default. GUARD_MIN_ROWS is set from the offline guard set.
@@ -534,6 +536,13 @@ def test_service_configured_by_environment_healthcheck_api_and_sigterm(
             assert client.post("/train", json=wide).status_code == 200
         metrics = client.get("/metrics").text
     assert counter(metrics, "softmax_prequential_window_rows") == 16, "SOFTMAX_METRICS_WINDOW"
+    # The dashboard's page is open, its data needs a key; it refreshes every 3.5 s.
+    assert service.get("/dashboard").status_code == 200
+    assert service.get("/dashboard/state").status_code == 401, "SOFTMAX_DASHBOARD_REQUIRES_KEY"
+    with service.client(headers=auth) as client:
+        board = client.get("/dashboard/state")
+    assert board.status_code == 200, board.text
+    assert board.json()["refresh_seconds"] == 3.5, "SOFTMAX_DASHBOARD_REFRESH"
     assert "Application startup complete" not in service.logs(), "SOFTMAX_LOG_LEVEL=warning"
 
     # SOFTMAX_LOCK_TIMEOUT=1: with the store's writer lock held from the host, /train gives

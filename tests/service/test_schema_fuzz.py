@@ -56,6 +56,7 @@ OPERATIONS = [
     ("POST", "/v2/models/{model_name}/infer", True),
     ("POST", "/v2/models/{model_name}/versions/{model_version}/infer", True),
     ("POST", "/v2/models/{model_name}/train", True),
+    ("GET", "/dashboard/state", False),
 ]
 RUNS = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
