@@ -122,6 +122,11 @@ class VersionMeta(Mapping[str, Any]):
     key: str | None = None
     drift: dict[str, Any] | None = None
     guard_history: dict[str, Any] | None = None  # model/guard_history.py (0.3)
+    # Models created with no data, and growing classes (model/growth.py; 0.5). Snapshots
+    # carry the two settings; an update that added classes records them.
+    allow_new_classes: bool = False
+    online_rate_per_row: bool = False
+    classes_added: list[Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -171,6 +176,9 @@ class VersionMeta(Mapping[str, Any]):
             )
             if self.encoder is not None:  # absent otherwise: what older versions wrote
                 out["encoder"] = self.encoder
+            for name in _ONLINE_SETTINGS:  # likewise, written only when on
+                if getattr(self, name):
+                    out[name] = True
             if self.source == "offline":
                 out.update(metrics=self.metrics, fingerprint=self.fingerprint)
         else:
@@ -202,7 +210,9 @@ class VersionMeta(Mapping[str, Any]):
         return len(self._json)
 
 
+_ONLINE_SETTINGS = ("allow_new_classes", "online_rate_per_row")
 _GUARDED = (
+    "classes_added",
     "rows_seen",
     "guard_offline_rows",
     "guard_capacity",

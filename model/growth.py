@@ -1,0 +1,224 @@
+"""Models created with no data, and models that grow a class when they meet a new label.
+
+**Created models** (:func:`create_estimator`; ``POST /models`` in the service): version 1 is
+a snapshot with zero weights for the given features and classes (any number, none included),
+learned online from the first update on. With ``standardize`` on (the default) its
+standardization is running (:mod:`model.running`): every update folds its training rows
+into the mean and variance before its step, as part of the update, so a replay rebuilds it
+exactly; off, rows are used as they come. Its defaults are chosen for learning from zero,
+where no data exists to choose them from (:data:`CREATED_DEFAULTS`): an update without a
+learning rate steps ``online_learning_rate`` per row (``online_rate_per_row``), i.e. its
+rows' summed gradient as one SGD step per row would go, at most ``learning_rate`` (1.0).
+The rate per row is ``2 / (1 + d)`` for ``d`` features: a standardized row has a squared
+norm of about ``d``, so ``1 / (1 + d)`` moves its logits by about its own residual (the
+training CLI's bound for one row), and a probability responds to its logit with a slope of at
+most 1/4, so twice that still does not overshoot; it was the best of 0.01, 0.0154, 0.03 and
+0.1 on digits from zero (bench/bench_river.py).
+
+What ``/predict`` answers before two classes exist: with one class, that class with
+probability 1 (the softmax of one score); with none, no class: empty probabilities and a null
+prediction per row (as River's ``predict_one`` answers None before it has learnt).
+
+**New classes** (``allow_new_classes``, :mod:`model.classes` for the arrays): an update whose
+labels include new ones first grows the model (:func:`grown`): the new classes' columns, the
+guard set's class indices moved to the grown class list. The update records the classes it
+added (``classes_added``) and a replay grows its parent the same way before replaying it.
+
+**The guard and a class it has never seen.** The guard judges an update by the held-out rows
+of its guard set (:mod:`model.guard`). A created model's guard set is only what the stream
+held out (``holdout_every``), and it has no row of a class until one of that class's rows is
+held out: learning such a class necessarily takes probability from the others on the guard
+rows (read as damage by the guard-set loss tests), and its rows are improbable by
+construction (read as surprise). So, for a model whose guard set holds no offline rows,
+while it lacks a row of some class of the model (:func:`knows_every_class`), the rate test
+alone may refuse an update (a learning rate x passes beyond ``guard_max_rate_ratio`` times the
+model's own), with the out-of-range check on the rows: the verdict and its figures are still
+recorded; the pooled surprise adds no evidence and the damage budget's reference restarts at
+each such version, so once every class has guard rows the budget counts from there. With
+``holdout_every`` 10 that window lasts about ten rows of the new class. A model trained
+offline keeps its offline guard rows and is judged by every test, as before. An update that
+adds a class is judged against the grown model (the new class added, no step taken).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .artifact import VersionMeta
+from .classes import MAX_CLASSES, positions
+from .errors import InvalidParameterError, UnknownFeatureError, UnknownLabelError
+from .guard import GuardSet
+from .params import HYPER_PARAMETERS, PARAMETERS
+from .softmax import SoftmaxRegression
+from .validation import first_duplicate
+from .versions import LoadedModel
+
+__all__ = [
+    "CREATED_DEFAULTS",
+    "MAX_FEATURES",
+    "classes_along",
+    "create_estimator",
+    "grown",
+    "grown_by",
+    "knows_every_class",
+]
+
+MAX_FEATURES = 100_000
+
+# The settings of a created model where the training CLI's defaults need data ("auto").
+CREATED_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 0.5,  # the most one update steps by itself (online_rate_per_row)
+    "schedule": "constant",
+    "momentum": 0.0,
+    "l2": 0.0,
+    "batch_size": 32,
+    "epochs": 1,
+}
+
+
+def create_estimator(
+    feature_names: Sequence[str],
+    classes: Sequence[Any] = (),
+    *,
+    params: Mapping[str, Any] | None = None,
+    standardize: bool = True,
+    allow_new_classes: bool = False,
+) -> SoftmaxRegression:
+    """A model with zero weights for ``feature_names`` and ``classes`` (any number, none
+    included), ready to learn online; ``params`` overrides :data:`CREATED_DEFAULTS` and the
+    per-row online rate ``2 / (1 + d)``. Bad input raises a precise
+    :class:`~model.errors.InvalidInputError` naming the field."""
+    names = _checked_names(feature_names)
+    labels = _checked_classes(classes)
+    d = len(names)
+    given = dict(params or {})
+    for name, value in given.items():
+        if name not in PARAMETERS or name == "standardize":
+            known = ", ".join(p.name for p in HYPER_PARAMETERS if p.name != "standardize")
+            raise InvalidParameterError(
+                f"params: unknown setting {name!r} (settings: {known}; standardize is a "
+                "field of its own)",
+                field="params",
+            )
+        if isinstance(value, str) and value == "auto":
+            del given[name]  # a created model's own default stands for it
+    settings = {p.name: p.default for p in HYPER_PARAMETERS}
+    settings |= CREATED_DEFAULTS | {"online_learning_rate": 2.0 / (1.0 + d)}
+    settings |= given | {"standardize": bool(standardize)}
+    arrays: dict[str, NDArray[Any]] = {
+        "weights": np.zeros((d, labels.shape[0])),
+        "bias": np.zeros(labels.shape[0]),
+        "mean": np.zeros(d),
+        "scale": np.ones(d),
+        "classes": labels,
+        "feature_names": np.array(names),
+    }
+    if settings["momentum"] > 0:
+        arrays["velocity_weights"] = np.zeros((d, labels.shape[0]))
+        arrays["velocity_bias"] = np.zeros(labels.shape[0])
+    if standardize:
+        arrays["running_m2"] = np.zeros(d)
+        arrays["running_count"] = np.zeros(1, dtype=np.int64)
+    try:
+        estimator = SoftmaxRegression.from_arrays(arrays, params=settings, step=0)
+    except ValueError as exc:  # an InvalidParameterError says which setting itself
+        if isinstance(exc, InvalidParameterError):
+            raise InvalidParameterError(f"params: {exc.message}", field="params") from None
+        raise
+    estimator.allow_new_classes = bool(allow_new_classes)
+    estimator.online_rate_per_row = True
+    return estimator
+
+
+def _checked_names(feature_names: Sequence[str]) -> tuple[str, ...]:
+    if not isinstance(feature_names, list | tuple) or not feature_names:
+        raise UnknownFeatureError(
+            "feature_names: expected a list of at least one name", field="feature_names"
+        )
+    if len(feature_names) > MAX_FEATURES:
+        raise UnknownFeatureError(
+            f"feature_names: expected at most {MAX_FEATURES} features, got {len(feature_names)}",
+            field="feature_names",
+        )
+    for row, name in enumerate(feature_names):
+        if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
+            raise UnknownFeatureError(
+                f"feature_names: expected names of 1-200 characters, got {name!r} at "
+                f"position {row}",
+                field="feature_names",
+                row=row,
+            )
+    duplicate = first_duplicate(list(feature_names))
+    if duplicate is not None:
+        raise UnknownFeatureError(
+            f"feature_names: {duplicate!r} is named twice (expected distinct names)",
+            field="feature_names",
+            row=list(feature_names).index(duplicate, list(feature_names).index(duplicate) + 1),
+        )
+    return tuple(feature_names)
+
+
+def _checked_classes(classes: Sequence[Any]) -> NDArray[Any]:
+    if not isinstance(classes, list | tuple):
+        raise UnknownLabelError("classes: expected a list of labels", field="classes")
+    if len(classes) > MAX_CLASSES:
+        raise UnknownLabelError(
+            f"classes: expected at most {MAX_CLASSES}, got {len(classes)}", field="classes"
+        )
+    ints = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+    strings = all(isinstance(c, str) and c and "\x00" not in c for c in classes)
+    if not (ints or strings):
+        raise UnknownLabelError(
+            "classes: expected all integers or all non-empty strings", field="classes"
+        )
+    duplicate = first_duplicate([repr(c) for c in classes])
+    if duplicate is not None:
+        raise UnknownLabelError(f"classes: {duplicate} is listed twice", field="classes")
+    if not classes:
+        return np.empty(0, dtype=np.int64)
+    found: NDArray[Any] = np.unique(np.asarray(classes, dtype=np.int64 if ints else None))
+    return found
+
+
+def grown(loaded: LoadedModel, labels: ArrayLike | Sequence[Any]) -> tuple[LoadedModel, list[Any]]:
+    """``loaded`` with a class for each new label (itself when none is new), and the classes
+    added; the guard set's class indices follow the grown class list."""
+    estimator = loaded.estimator.with_classes(labels)
+    if estimator is loaded.estimator:
+        return loaded, []
+    old = loaded.estimator.classes_
+    added = [c.item() for c in estimator.classes_ if c not in set(old.tolist())]
+    guard = loaded.guard
+    if guard is not None and old.shape[0]:
+        guard = GuardSet(guard.X, positions(old, estimator.classes_)[guard.y], guard.offline)
+    return LoadedModel(
+        loaded.name, loaded.version, estimator, loaded.meta, guard, loaded.encoder
+    ), added
+
+
+def grown_by(loaded: LoadedModel, added: Sequence[Any] | None) -> LoadedModel:
+    """What :func:`grown` made of ``loaded`` for an update that recorded ``added``."""
+    if not added:
+        return loaded
+    return grown(loaded, list(added))[0]
+
+
+def knows_every_class(guard: GuardSet, n_classes: int) -> bool:
+    """Whether the guard judges with every test: its set holds offline rows (a model trained
+    offline: judged as always), or held-out rows of each of the model's ``n_classes``
+    classes (see the module's docstring)."""
+    return guard.offline > 0 or np.unique(guard.y).shape[0] >= n_classes
+
+
+def classes_along(snapshot: VersionMeta, chain: Iterable[VersionMeta]) -> list[Any]:
+    """The classes of a version: its snapshot's, plus those its updates (``chain``) added."""
+    added = [c for meta in chain for c in (meta.classes_added or ())]
+    if not added:
+        return snapshot.classes
+    values = np.asarray([*snapshot.classes, *added])
+    merged: list[Any] = np.unique(values).tolist()
+    return merged
