@@ -256,10 +256,11 @@ class CreateModelRequest(BaseModel):
         max_length=MAX_FEATURES,
         description="the features, distinct, in the order of list rows",
     )
-    classes: list[StrictInt] | list[StrictStr] = Field(
+    classes: list[Label] = Field(
         default_factory=list,
         max_length=MAX_CLASSES,
-        description="the classes known from the start (integers or strings), any number: "
+        description="the classes known from the start (all integers or all strings), any "
+        "number: "
         "with one, /predict answers it with probability 1; with none, null predictions "
         "until /train has taught one (needs allow_new_classes)",
     )
