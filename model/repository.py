@@ -49,7 +49,7 @@ from .errors import (
     UpdateRejectedError,
     VersionNotFoundError,
 )
-from .growth import classes_along, grown, grown_by, knows_every_class
+from .growth import classes_along, grown, grown_by, knows_every_class, refusing
 from .guard import (
     GUARD_BYTES,
     GuardFigures,
@@ -500,10 +500,11 @@ class ModelRepository:
         own_rate = estimator.online_rate
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
-        if not (verdict.accepted or knows_every_class(guard, estimator.classes_.shape[0])):
-            # A class the guard set has no row of: only the rate test refuses (model.growth).
-            verdict = replace(verdict, accepted=verdict.reason != "rate")
-            verdict = replace(verdict, reason=None if verdict.accepted else "rate")
+        if verdict.reason is not None and verdict.reason not in refusing(
+            guard, estimator.classes_.shape[0]
+        ):
+            # A model created with no data: which tests may refuse (model.growth).
+            verdict = replace(verdict, accepted=True, reason=None)
         if not verdict.accepted:
             self._refuse_or_log(current.name, verdict, force)
         return verdict, after
