@@ -8,12 +8,12 @@ into the mean and variance before its step, as part of the update, so a replay r
 exactly; off, rows are used as they come. Its defaults are chosen for learning from zero,
 where no data exists to choose them from (:data:`CREATED_DEFAULTS`): an update without a
 learning rate steps ``online_learning_rate`` per row (``online_rate_per_row``), i.e. its
-rows' summed gradient as one SGD step per row would go, at most ``learning_rate`` (1.0).
-The rate per row is ``2 / (1 + d)`` for ``d`` features: a standardized row has a squared
-norm of about ``d``, so ``1 / (1 + d)`` moves its logits by about its own residual (the
-training CLI's bound for one row), and a probability responds to its logit with a slope of at
-most 1/4, so twice that still does not overshoot; it was the best of 0.01, 0.0154, 0.03 and
-0.1 on digits from zero (bench/bench_river.py).
+rows' summed gradient as one SGD step per row would go, at most ``learning_rate`` (0.5).
+The rate per row is ``1 / (1 + d)`` for ``d`` features: a standardized row has a squared
+norm of about ``d``, so that step moves its logits by about its own residual, the training
+CLI's bound for one row (``online_learning_rate`` auto). Measured on digits and the synthetic
+set from zero (bench/bench_river.py, BENCHMARKS.md): half of it learnt digits more slowly than
+River, twice of it converged worse on the noisy synthetic set.
 
 What ``/predict`` answers before two classes exist: with one class, that class with
 probability 1 (the softmax of one score); with none, no class: empty probabilities and a null
@@ -77,7 +77,9 @@ MAX_FEATURES = 100_000
 
 # The settings of a created model where the training CLI's defaults need data ("auto").
 CREATED_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 0.5,  # the most one update steps by itself (online_rate_per_row)
+    # The most one update steps by itself (online_rate_per_row): at the per-row rate, a batch
+    # of about d / 2 rows; more steps too far for the guard's damage test on digits.
+    "learning_rate": 0.5,
     "schedule": "constant",
     "momentum": 0.0,
     "l2": 0.0,
@@ -96,7 +98,7 @@ def create_estimator(
 ) -> SoftmaxRegression:
     """A model with zero weights for ``feature_names`` and ``classes`` (any number, none
     included), ready to learn online; ``params`` overrides :data:`CREATED_DEFAULTS` and the
-    per-row online rate ``2 / (1 + d)``. Bad input raises a precise
+    per-row online rate ``1 / (1 + d)``. Bad input raises a precise
     :class:`~model.errors.InvalidInputError` naming the field."""
     names = _checked_names(feature_names)
     labels = _checked_classes(classes)
@@ -113,7 +115,7 @@ def create_estimator(
         if isinstance(value, str) and value == "auto":
             del given[name]  # a created model's own default stands for it
     settings = {p.name: p.default for p in HYPER_PARAMETERS}
-    settings |= CREATED_DEFAULTS | {"online_learning_rate": 2.0 / (1.0 + d)}
+    settings |= CREATED_DEFAULTS | {"online_learning_rate": 1.0 / (1.0 + d)}
     settings |= given | {"standardize": bool(standardize)}
     arrays: dict[str, NDArray[Any]] = {
         "weights": np.zeros((d, labels.shape[0])),

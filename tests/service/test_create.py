@@ -34,7 +34,7 @@ def test_a_cold_start_serves_the_model_once_created(cold: TestClient, store: Pat
     created = answer.json()
     assert created["model"] == "flowers" and created["version"] == 1
     assert created["served"] is True and created["allow_new_classes"] is False
-    assert created["params"]["online_learning_rate"] == pytest.approx(2 / 5)
+    assert created["params"]["online_learning_rate"] == pytest.approx(1 / 5)
     assert cold.get("/health/ready").json()["version"] == 1
     # One class: the softmax of one score, that class with probability 1.
     one = cold.post("/predict", json={"instances": ROWS}).json()
