@@ -6,11 +6,14 @@ import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from model import VersionInfo
 from model.encoding import describe_raw_features
 
+from ..body import read_json_object
 from ..contract import MAX_VERSION
 from ..deps import Admin, State
 from ..schemas import (
@@ -47,15 +50,31 @@ async def list_versions(
     }
 
 
+_CREATE_SCHEMA = CreateModelRequest.model_json_schema()
+
+
 @router.post(
     "",
     response_model=CreateModelResponse,
     status_code=201,
     dependencies=[Admin],
-    responses=error_responses(400, 401, 403, 409, 413, 422, 500, 503),
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 500, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _CREATE_SCHEMA}},
+        }
+    },
 )
-async def create_model(state: State, request: Request, body: CreateModelRequest) -> dict[str, Any]:
+async def create_model(state: State, request: Request) -> dict[str, Any]:
     """Create a model with zero weights (version 1), learned online from the first /train."""
+    # Read as every body is (UTF-8 JSON whatever the Content-Type says: curl -d sends a form
+    # type), then checked against the declared schema.
+    data, _ = await read_json_object(request)
+    try:
+        body = CreateModelRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
     caller = getattr(request.state, "caller", None)
     loaded, served = await run_in_threadpool(
         functools.partial(

@@ -112,3 +112,17 @@ def test_the_guard_judges_by_every_test_once_it_knows_every_class(tmp_path: Path
     result = repository.update("g", newcomers, [9] * 20)  # all of a class the guard never saw
     assert result.verdict is not None and result.verdict.accepted
     assert repository.meta("g", result.model.version).classes_added == [9]
+
+
+def test_the_activation_command_shows_the_classes_of_the_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import activate
+
+    repository = ModelRepository(LocalArtifactStore(tmp_path))
+    repository.create(create_estimator(["a", "b"], ["x"], allow_new_classes=True), "m")
+    repository.update("m", [[0.0, 1.0], [1.0, 0.0]], ["x", "y"])
+    assert activate.main(["1", "--name", "m", "--store", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "model m: version 1 is active (classes: x)\n"
+    assert activate.main(["2", "--name", "m", "--store", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "model m: version 2 is active (classes: x, y)\n"

@@ -29,7 +29,9 @@ def cold(store: Path, make_app: AppFactory) -> Iterator[TestClient]:
 
 def test_a_cold_start_serves_the_model_once_created(cold: TestClient, store: Path) -> None:
     assert_error(cold.post("/predict", json={"instances": ROWS}), 503, "no_model")
-    answer = cold.post("/models", json=body(classes=["setosa"]), headers=AUTH)
+    # Read as JSON whatever the Content-Type says, as every body (curl -d sends a form type).
+    form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    answer = cold.post("/models", content=orjson.dumps(body(classes=["setosa"])), headers=form)
     assert answer.status_code == 201, answer.text
     created = answer.json()
     assert created["model"] == "flowers" and created["version"] == 1
