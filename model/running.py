@@ -34,19 +34,25 @@ class RunningStandardizer(Standardizer):
     # Keyword-only: they follow the base class's fields, which have no defaults.
     m2: Float = field(kw_only=True)
     count: int = field(kw_only=True)
+    # False: the rows are only counted (a created model without standardization: its rate
+    # decays with the rows learnt, model.growth), mean 0 and scale 1 stay.
+    scaling: bool = field(kw_only=True, default=True)
 
     @classmethod
-    def empty(cls, n_features: int) -> RunningStandardizer:
+    def empty(cls, n_features: int, *, scaling: bool = True) -> RunningStandardizer:
         """No rows seen: the identity."""
-        return cls(
-            mean=np.zeros(n_features), scale=np.ones(n_features), m2=np.zeros(n_features), count=0
-        )
+        zeros = np.zeros(n_features)
+        return cls(mean=zeros, scale=np.ones(n_features), m2=zeros, count=0, scaling=scaling)
 
     def updated(self, X: Float) -> RunningStandardizer:
         """These rows ``X: (m, n_features)`` folded in (a new object; this one is unchanged)."""
         m = X.shape[0]
         if not m:
             return self
+        if not self.scaling:
+            return RunningStandardizer(
+                mean=self.mean, scale=self.scale, m2=self.m2, count=self.count + m, scaling=False
+            )
         batch_mean = X.mean(axis=0)
         centred = X - batch_mean
         batch_m2 = np.einsum("ij,ij->j", centred, centred)

@@ -191,11 +191,15 @@ class SoftmaxRegression:
         """The step an online update of ``rows`` rows takes without a learning rate of its
         own: :attr:`online_rate_given`, or, with ``online_rate_per_row`` (models created with
         no data, :mod:`model.growth`), that rate per row: ``rows`` times it (the sum of the
-        rows' gradients, as one step per row would go), at most ``learning_rate``."""
+        rows' gradients, as one step per row would go), decayed as ``1 / sqrt(1 + n / (10
+        d))`` after ``n`` rows learnt (``d`` features), at most ``learning_rate``."""
         given = self.online_rate_given
         if given is None or not self.online_rate_per_row:
             return given
-        return min(float(self._setting("learning_rate")), given * rows)
+        seen = getattr(self.standardizer_, "count", 0)  # model.running counts the rows
+        horizon = DECAY_ROWS_PER_FEATURE * self.n_features_in_
+        per_row = given / math.sqrt(1.0 + seen / horizon)
+        return min(float(self._setting("learning_rate")), per_row * rows)
 
     @property
     def sgd_settings(self) -> SGDSettings:
@@ -424,6 +428,7 @@ class SoftmaxRegression:
                 scale=checked["scale"],
                 m2=checked["running_m2"],
                 count=int(checked["running_count"][0]),
+                scaling=bool(estimator.standardize),
             )
             if "running_m2" in checked and "running_count" in checked
             else Standardizer(mean=checked["mean"], scale=checked["scale"])
@@ -734,6 +739,9 @@ class _Training:
         end = self.settings.learning_rate * LINEAR_END
         return start + (end - start) * min((step - first) / steps, 1.0)
 
+
+# A created model's per-row rate halves after 30 d rows learnt (online_rate_for).
+DECAY_ROWS_PER_FEATURE = 10
 
 WORSE_THAN_BEST = 0.01  # linear schedule: the final state is kept unless this much worse
 ANNEAL_EPOCHS = 2

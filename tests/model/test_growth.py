@@ -126,3 +126,16 @@ def test_the_activation_command_shows_the_classes_of_the_version(
     assert capsys.readouterr().out == "model m: version 1 is active (classes: x)\n"
     assert activate.main(["2", "--name", "m", "--store", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "model m: version 2 is active (classes: x, y)\n"
+
+
+def test_raw_features_are_used_as_sent_and_the_rate_decays_with_rows_learnt() -> None:
+    X, y = digits()
+    raw = create_estimator([f"p{i}" for i in range(64)], list(range(10)), standardize=False)
+    first = raw.online_rate_for(32)
+    for start in range(0, 640, 32):
+        raw.partial_fit(X[start : start + 32], y[start : start + 32])
+    standardizer = raw.standardizer_
+    assert isinstance(standardizer, RunningStandardizer) and standardizer.count == 640
+    assert np.array_equal(standardizer.transform(X[:5]), X[:5])  # no scaling
+    assert first == min(0.5, 32 / 65)
+    assert raw.online_rate_for(32) == pytest.approx(32 / 65 / np.sqrt(1 + 640 / 640))
