@@ -139,3 +139,17 @@ def test_raw_features_are_used_as_sent_and_the_rate_decays_with_rows_learnt() ->
     assert np.array_equal(standardizer.transform(X[:5]), X[:5])  # no scaling
     assert first == min(0.5, 32 / 65)
     assert raw.online_rate_for(32) == pytest.approx(32 / 65 / np.sqrt(1 + 640 / 640))
+
+
+def test_a_request_read_against_the_layout_before_a_class_was_added_gets_409(
+    tmp_path: Path,
+) -> None:
+    from model.errors import ModelChangedError
+
+    repository = ModelRepository(LocalArtifactStore(tmp_path))
+    first = repository.create(create_estimator(["a", "b"], ["x"], allow_new_classes=True), "m")
+    repository.update("m", [[0.0, 1.0]], ["y"], base=first)  # adds y: the layout changes
+    before = LocalArtifactStore(tmp_path).versions("m")
+    with pytest.raises(ModelChangedError, match="other features or classes"):
+        repository.update("m", [[1.0, 0.0]], ["x"], base=first)  # read against version 1
+    assert LocalArtifactStore(tmp_path).versions("m") == before
