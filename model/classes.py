@@ -48,10 +48,13 @@ def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
                 field="labels",
                 row=row,
             )
-    found = np.unique(np.asarray(values, dtype=np.int64 if kind in "iu" else None))
+    labels = np.asarray(values, dtype=np.int64 if kind in "iu" else None)
     if not classes.shape[0]:
-        return found
-    return found[~np.isin(found, classes)]
+        return np.unique(labels)
+    # The classes are sorted: one binary search per label finds the new ones.
+    where = np.minimum(np.searchsorted(classes, labels), classes.shape[0] - 1)
+    new = classes[where] != labels
+    return np.unique(labels[new]) if new.any() else classes[:0]
 
 
 def _kind_of(value: Any, row: int) -> str:
