@@ -246,9 +246,11 @@ def run_http(stream: Stream, batch: int = 32) -> Outcome:
                 else:
                     assert trained.status_code == 200, trained.text
             total = time.perf_counter() - started
-            answer = client.post("/predict", json={"instances": stream.X_test[:1000].tolist()})
-            final = np.asarray(answer.json()["predictions"])
-    accuracy = float(np.mean(final == stream.y_test[:1000]))
+            final = []
+            for start in range(0, stream.y_test.shape[0], 1000):  # max_rows per request
+                rows = stream.X_test[start : start + 1000].tolist()
+                final += client.post("/predict", json={"instances": rows}).json()["predictions"]
+    accuracy = float(np.mean(np.asarray(final) == stream.y_test))
     return Outcome(
         f"ours-http-{batch}",
         stream.name,
@@ -275,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic-rows", type=int, default=50_000)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--no-http", action="store_true", help="skip ours-http-32")
+    parser.add_argument(
+        "--only", nargs="+", help="run only these contenders (river-softmax, ours-32, ...)"
+    )
     args = parser.parse_args(argv)
     import river
 
@@ -288,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         ("ours-8", lambda s: run_ours(8, s)),
         ("ours-32", lambda s: run_ours(32, s)),
     ]
-    if not args.no_http:
-        contenders.append(("ours-http-32", run_http))
+    contenders.append(("ours-http-32", run_http))
+    if args.only:
+        contenders = [(name, run) for name, run in contenders if name in args.only]
     results: list[dict[str, Any]] = []
     for stream in streams(args.synthetic_rows):
         offline = lbfgs(stream)
