@@ -35,12 +35,16 @@ held out (``holdout_every``), and it has no row of a class until one of that cla
 held out: learning such a class necessarily takes probability from the others on the guard
 rows (read as damage by the guard-set loss tests), and its rows are improbable by
 construction (read as surprise). So, for a model whose guard set holds no offline rows,
-while it lacks a row of some class of the model (:func:`knows_every_class`), the rate test
+while it holds fewer than ``guard_min_rows`` (10) rows of some class of the model
+(:func:`knows_every_class`: as few as the guard needs to judge at all), the rate test
 alone may refuse an update (a learning rate x passes beyond ``guard_max_rate_ratio`` times the
 model's own), with the out-of-range check on the rows: the verdict and its figures are still
 recorded; the pooled surprise adds no evidence and the damage budget's reference restarts at
 each such version, so once every class has guard rows the budget counts from there. With
-``holdout_every`` 10 that window lasts about ten rows of the new class. The step test (an update
+``holdout_every`` 10 that window lasts about a hundred rows of the new class: the model
+has learnt it somewhat by then (with one held-out row as the bar, the guard refused most
+batches of classes 5-9 arriving together in bench_river's incremental synthetic stream, and
+the model's accuracy fell from 0.50 to 0.26). The step test (an update
 may move the weights by at most ``guard_max_step`` of their size) never refuses an update of
 such a model: its weights start at zero, so every honest step of its first hundreds is large
 against them (measured: 35-40% on the synthetic stream of bench/bench_river.py, where the test
@@ -223,22 +227,26 @@ def grown_by(loaded: LoadedModel, added: Sequence[Any] | None) -> LoadedModel:
 ALL_TESTS: frozenset[str | None] = frozenset(get_args(Reason))
 
 
-def refusing(guard: GuardSet, n_classes: int) -> frozenset[str | None]:
+def refusing(guard: GuardSet, n_classes: int, min_rows: int) -> frozenset[str | None]:
     """The reasons for which the guard refuses an update on this guard set (see the module's
     docstring): all of them for a model trained offline; for a model created with no data,
-    all but the step test, and only the rate test while a class has no guard row."""
+    all but the step test, and only the rate test while a class has fewer than ``min_rows``
+    guard rows."""
     if guard.offline > 0:
         return ALL_TESTS
-    if not knows_every_class(guard, n_classes):
+    if not knows_every_class(guard, n_classes, min_rows):
         return frozenset({"rate"})
     return ALL_TESTS - {"step"}
 
 
-def knows_every_class(guard: GuardSet, n_classes: int) -> bool:
+def knows_every_class(guard: GuardSet, n_classes: int, min_rows: int) -> bool:
     """Whether the guard judges with every test: its set holds offline rows (a model trained
-    offline: judged as always), or held-out rows of each of the model's ``n_classes``
-    classes (see the module's docstring)."""
-    return guard.offline > 0 or np.unique(guard.y).shape[0] >= n_classes
+    offline: judged as always), or at least ``min_rows`` held-out rows of each of the model's
+    ``n_classes`` classes (see the module's docstring)."""
+    if guard.offline > 0:
+        return True
+    counts = np.bincount(guard.y, minlength=n_classes)
+    return bool((counts[:n_classes] >= min_rows).all())
 
 
 def classes_along(snapshot: VersionMeta, chain: Iterable[VersionMeta]) -> list[Any]:

@@ -501,7 +501,7 @@ class ModelRepository:
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
         if verdict.reason is not None and verdict.reason not in refusing(
-            guard, estimator.classes_.shape[0]
+            guard, estimator.classes_.shape[0], policy.min_rows
         ):
             # A model created with no data: which tests may refuse (model.growth).
             verdict = replace(verdict, accepted=True, reason=None)
@@ -567,7 +567,9 @@ class ModelRepository:
         judged = judge_history(
             verdict, history, evidence, request.key, loss_before, loss_after, policy
         )
-        if not knows_every_class(current.guard, current.estimator.classes_.shape[0]):
+        if not knows_every_class(
+            current.guard, current.estimator.classes_.shape[0], policy.min_rows
+        ):
             # Nothing to pool and no damage budget while a class has no guard row
             # (model.growth): the reference restarts at this version.
             evidence = 0.0

@@ -97,8 +97,11 @@ def test_the_store_replays_growth_bit_for_bit(tmp_path: Path) -> None:
 def test_the_guard_judges_by_every_test_once_it_knows_every_class(tmp_path: Path) -> None:
     offline = GuardSet(np.zeros((3, 2)), np.array([0, 0, 0]), offline=3)
     streamed = GuardSet(np.zeros((3, 2)), np.array([0, 2, 2]), offline=0)
-    assert knows_every_class(offline, 5)  # trained offline: judged as always
-    assert not knows_every_class(streamed, 3) and knows_every_class(streamed, 2)
+    assert knows_every_class(offline, 5, 10)  # trained offline: judged as always
+    assert not knows_every_class(streamed, 3, 1)  # no row of class 1
+    both = GuardSet(np.zeros((3, 2)), np.array([0, 1, 1]), offline=0)
+    assert knows_every_class(both, 2, 1)
+    assert not knows_every_class(both, 2, 2)  # one row of class 0: fewer than 2
     X, y = digits(seed=3)
     names = [f"p{i}" for i in range(64)]
     repository = ModelRepository(
