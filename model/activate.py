@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    print(f"model {args.name}: version {loaded.version} is active")
+    # Its own classes: a model that grows classes online has other ones in other versions.
+    classes = ", ".join(str(c) for c in loaded.classes) or "none yet"
+    print(f"model {args.name}: version {loaded.version} is active (classes: {classes})")
     return 0
 
 

@@ -126,6 +126,11 @@ class VersionMeta(Mapping[str, Any]):
     # An update's sampled weights and bias, to accept a replay that differs from the
     # writer's by rounding only (model.versions.replay_matches; 0.4).
     replay_sample: list[float] | None = None
+    # Models created with no data, and growing classes (model/growth.py; 0.5). Snapshots
+    # carry the two settings; an update that added classes records them.
+    allow_new_classes: bool = False
+    online_rate_per_row: bool = False
+    classes_added: list[Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionMeta:
@@ -175,6 +180,9 @@ class VersionMeta(Mapping[str, Any]):
             )
             if self.encoder is not None:  # absent otherwise: what older versions wrote
                 out["encoder"] = self.encoder
+            for name in _ONLINE_SETTINGS:  # likewise, written only when on
+                if getattr(self, name):
+                    out[name] = True
             if self.source == "offline":
                 out.update(metrics=self.metrics, fingerprint=self.fingerprint)
         else:
@@ -206,7 +214,9 @@ class VersionMeta(Mapping[str, Any]):
         return len(self._json)
 
 
+_ONLINE_SETTINGS = ("allow_new_classes", "online_rate_per_row")
 _GUARDED = (
+    "classes_added",
     "rows_seen",
     "guard_offline_rows",
     "guard_capacity",

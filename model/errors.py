@@ -22,6 +22,7 @@ to an HTTP status in a single handler; nothing here knows about HTTP.
     ├── MissingDependencyError                   an optional extra is not installed
     └── StoreError                               the artifact store
         ├── ModelNotFoundError                   no such model name (or the store is empty)
+        ├── ModelExistsError                     creating a model under a name already taken
         ├── VersionNotFoundError                 no such version (or removed by retention)
         ├── CorruptArtifactError                 truncated, tampered or pickle-bearing file
         ├── StoreBusyError                       the cross-process lock was not obtained in time
@@ -47,6 +48,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "ModelChangedError",
+    "ModelExistsError",
     "ModelNotFoundError",
     "NonFiniteError",
     "NotANumberError",
@@ -153,6 +155,10 @@ class StoreError(ModelError):
 
 class ModelNotFoundError(StoreError):
     code = "model_not_found"
+
+
+class ModelExistsError(StoreError):
+    code = "model_exists"
 
 
 class VersionNotFoundError(StoreError):

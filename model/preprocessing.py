@@ -67,6 +67,11 @@ class Standardizer:
         """A standardizer that leaves data unchanged."""
         return cls(mean=np.zeros(n_features), scale=np.ones(n_features))
 
+    def updated(self, X: Float) -> Standardizer:
+        """The standardization after learning from rows ``X``: fixed statistics stay as they
+        are (itself); :class:`model.running.RunningStandardizer` folds the rows in."""
+        return self
+
     def transform(self, X: Float) -> Float:
         """Return a new ``(n_samples, n_features)`` array; ``X`` is not modified."""
         out = X - self.mean

@@ -43,12 +43,14 @@ from .errors import (
     InvalidParameterError,
     ModelChangedError,
     ModelError,
+    ModelExistsError,
     ModelNotFoundError,
     StoreError,
     StoreUnavailableError,
     UpdateRejectedError,
     VersionNotFoundError,
 )
+from .growth import classes_along, grown, grown_by, knows_every_class, refusing
 from .guard import (
     GUARD_BYTES,
     GuardFigures,
@@ -122,6 +124,7 @@ class _Step:
     learning_rate: float | None
     passes: int
     trained: StepReport  # the report of the training rows (all of them without a holdout)
+    classes_added: tuple[Any, ...] = ()  # the classes the model grew by first (model.growth)
 
     @cached_property
     def before(self) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -298,6 +301,22 @@ class ModelRepository:
             self._prune_after_commit(name)
             return replace(loaded, version=stored.version, meta=stored)
 
+    def create(
+        self, estimator: SoftmaxRegression, name: str, *, training: dict[str, Any] | None = None
+    ) -> LoadedModel:
+        """Store a model created with no data (:func:`model.growth.create_estimator`) as
+        version 1 of a new model ``name``; :class:`ModelExistsError` if the name has versions
+        already. Checked and written under the model's lock, so two creators of one name
+        cannot both succeed."""
+        check_model_name(name)
+        with self.store.lock(name):
+            if self.store.versions(name):
+                raise ModelExistsError(
+                    f"model {name!r} exists already in {self.store}: choose another name",
+                    field="name",
+                )
+            return self.save(estimator, name, training=training)
+
     def update(
         self,
         name: str,
@@ -393,25 +412,34 @@ class ModelRepository:
                 f"{current.version} has other features or classes than version "
                 f"{base.version}; retry the request",
             )
-        estimator = current.estimator
-        X_checked = check_matrix(request.X, estimator.n_features_in_)
-        y_index = check_labels(request.y, estimator.classes_)
+        parent = current
+        X_checked = check_matrix(request.X, current.estimator.n_features_in_)
+        added: list[Any] = []
+        if current.estimator.allow_new_classes:  # new labels add classes (model.growth)
+            current, added = grown(current, request.y)
+        y_index = check_labels(request.y, current.estimator.classes_)
         check_same_length(X_checked.shape[0], y_index)
         step = self._step(current, X_checked, y_index, request.learning_rate, request.passes)
+        step = replace(step, classes_added=tuple(added)) if added else step
         # After the step, so that an update that would diverge says so (DivergenceError).
+        # Judged against the standardization that applies to the rows: a running one has
+        # learnt them first (model.running).
         if self.policy.mode == "enforce" and not request.force:
-            check_in_range(estimator.standardizer_, X_checked, self.policy.max_abs_z)
+            check_in_range(step.updated.standardizer_, X_checked, self.policy.max_abs_z)
         try:
             verdict, after = self._judge(current, step, request.force)
             verdict, history = self._judge_history(current, step, verdict, after, request)
         finally:  # refused or not: the traffic's drift test sees every batch
             self._observe_traffic(current, step.report.loss_before)
         candidate = LoadedModel(name, 0, step.updated, current.meta, step.guard, current.encoder)
+        current = parent  # what the update records: its parent as stored
         if after is not None:  # the new version's guard figures, from the judged ones
             candidate._figures[self.policy.surprise_quantile] = self._new_figures(
                 current, step, after
             )
         common = self._record_fields(current, candidate, step, verdict, request.key, request.force)
+        if added:  # lineage: the classes this version added
+            common["classes_added"] = added
         record = self._update_record(current, step, common)
         if history is not None:
             record = (replace(record[0], guard_history=history.to_json()), record[1])
@@ -436,7 +464,7 @@ class ModelRepository:
             updated, trained = estimator.updated(
                 train_X,
                 train_y,
-                learning_rate=estimator.online_rate_given
+                learning_rate=estimator.online_rate_for(train_y.shape[0])
                 if learning_rate is None
                 else learning_rate,
                 passes=passes,
@@ -480,6 +508,11 @@ class ModelRepository:
         own_rate = estimator.online_rate
         rate_ratio = (step.learning_rate or own_rate) * step.passes / own_rate
         verdict = judge(before, after, batch_losses, moved, rate_ratio, policy)
+        if verdict.reason is not None and verdict.reason not in refusing(
+            guard, estimator.classes_.shape[0], policy.min_rows
+        ):
+            # A model created with no data: which tests may refuse (model.growth).
+            verdict = replace(verdict, accepted=True, reason=None)
         if not verdict.accepted:
             self._refuse_or_log(current.name, verdict, force)
         return verdict, after
@@ -542,6 +575,15 @@ class ModelRepository:
         judged = judge_history(
             verdict, history, evidence, request.key, loss_before, loss_after, policy
         )
+        if not knows_every_class(
+            current.guard, current.estimator.classes_.shape[0], policy.min_rows
+        ):
+            # Nothing to pool and no damage budget while a class has no guard row
+            # (model.growth): the reference restarts at this version.
+            evidence = 0.0
+            judged = replace(judged, accepted=verdict.accepted, reason=verdict.reason)
+            history = replace(history, reference_version=current.version)
+            history = replace(history, reference_loss=loss_before, since_reference=0)
         if verdict.accepted and not judged.accepted:
             self._refuse_or_log(current.name, judged, request.force)
         new_history = history.after(
@@ -696,7 +738,14 @@ class ModelRepository:
         info = VersionInfo(
             meta, active=version == head.active, kept=version in self.store.kept(name)
         )
-        return VersionDetail(info, self.snapshot_meta(name, version))
+        chain = [meta]
+        while (parent := parent_of(chain[-1])) is not None:
+            chain.append(self.meta(name, parent))
+        snapshot = chain[-1]
+        classes = classes_along(snapshot, chain[:-1])  # with those its updates added
+        if classes is not snapshot.classes:
+            snapshot = replace(snapshot, classes=classes)
+        return VersionDetail(info, snapshot)
 
     def online_window(self, name: str, rows: int) -> PrequentialFigures | None:
         """Prequential accuracy and log-loss of ``name``'s online stream over its newest
@@ -732,13 +781,14 @@ class ModelRepository:
         if online is None or "X" not in arrays or "y" not in arrays:
             raise CorruptArtifactError(f"version {meta.version}: update is incomplete")
         X, y = arrays["X"], arrays["y"].astype(np.intp)
+        parent = grown_by(parent, meta.classes_added)  # the classes the update added first
         updated = parent.estimator
         if y.shape[0]:  # none when every row of the minibatch went to the guard set
             updated, _ = updated.updated(
                 X,
                 y,
                 learning_rate=(
-                    updated.online_rate_given
+                    updated.online_rate_for(y.shape[0])
                     if online.learning_rate is None
                     else online.learning_rate
                 ),
@@ -898,6 +948,8 @@ class ModelRepository:
             classes=[c.item() for c in estimator.classes_],
             feature_names=list(estimator.feature_names_) if estimator.feature_names_ else None,
             encoder=encoder.to_json() if encoder is not None else None,
+            allow_new_classes=estimator.allow_new_classes,
+            online_rate_per_row=estimator.online_rate_per_row,
         )
 
     def _prune_after_commit(self, name: str) -> None:

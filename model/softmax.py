@@ -24,11 +24,13 @@ from threadpoolctl import threadpool_limits
 
 from . import autotune
 from .autotune import AUTO
+from .classes import grown_classes, grown_state, new_labels
 from .errors import DivergenceError, InvalidParameterError, NotFittedError, UnknownFeatureError
 from .maths import Float, Index, cross_entropy, softmax
 from .optimizer import LINEAR_END, SGDSettings, TrainState, sgd_step
 from .params import HYPER_PARAMETERS, LEGACY_DEFAULTS, HyperParameter, check_params
 from .preprocessing import Standardizer
+from .running import RunningStandardizer
 from .validation import check_labels, check_matrix, check_same_length
 
 __all__ = ["EpochRecord", "SoftmaxRegression", "StepReport", "epoch_permutations"]
@@ -92,6 +94,11 @@ class SoftmaxRegression:
     seed: int
     standardize: bool
     online_learning_rate: float | str
+
+    # Online settings, not hyper-parameters (fit does not use them; get_params leaves them out):
+    # stored in a snapshot's metadata, carried by every estimator an update makes.
+    allow_new_classes: bool = False  # partial_fit / updates: a new label adds a class
+    online_rate_per_row: bool = False  # an update's default rate: per row (see online_rate_for)
 
     # Learned state, set by _set_learned only (absent until fit, initialize or from_arrays).
     params_: dict[str, Any]  # the settings in use: get_params() with "auto" resolved
@@ -174,7 +181,25 @@ class SoftmaxRegression:
         as resolved, or for a model stored without one (before 0.4) its schedule's current
         rate (its first pass's), as online updates have always used."""
         given = self.online_rate_given
-        return self.sgd_settings.rate(self.state_.step) if given is None else given
+        if given is None:
+            return self.sgd_settings.rate(self.state_.step)
+        # Per row, an update's own step grows with its rows up to learning_rate: that is the
+        # largest step the model takes by itself (what the guard's rate test compares with).
+        return float(self._setting("learning_rate")) if self.online_rate_per_row else given
+
+    def online_rate_for(self, rows: int) -> float | None:
+        """The step an online update of ``rows`` rows takes without a learning rate of its
+        own: :attr:`online_rate_given`, or, with ``online_rate_per_row`` (models created with
+        no data, :mod:`model.growth`), that rate per row: ``rows`` times it (the sum of the
+        rows' gradients, as one step per row would go), decayed as ``1 / sqrt(1 + n / (10
+        d))`` after ``n`` rows learnt (``d`` features), at most ``learning_rate``."""
+        given = self.online_rate_given
+        if given is None or not self.online_rate_per_row:
+            return given
+        seen = getattr(self.standardizer_, "count", 0)  # model.running counts the rows
+        horizon = DECAY_ROWS_PER_FEATURE * self.n_features_in_
+        per_row = given / math.sqrt(1.0 + seen / horizon)
+        return min(float(self._setting("learning_rate")), per_row * rows)
 
     @property
     def sgd_settings(self) -> SGDSettings:
@@ -335,6 +360,10 @@ class SoftmaxRegression:
             arrays["velocity_bias"] = state.velocity_bias
         if self.feature_names_ is not None:
             arrays["feature_names"] = self._feature_names_array()
+        standardizer = self.standardizer_
+        if isinstance(standardizer, RunningStandardizer):
+            arrays["running_m2"] = standardizer.m2
+            arrays["running_count"] = np.array([standardizer.count], dtype=np.int64)
         return arrays
 
     def _feature_names_array(self) -> NDArray[np.str_]:
@@ -393,11 +422,22 @@ class SoftmaxRegression:
         velocities = checked.get("velocity_weights"), checked.get("velocity_bias")
         state = TrainState(weights, checked["bias"], *velocities, int(step))
         names = checked.get("feature_names")
+        standardizer = (
+            RunningStandardizer(
+                mean=checked["mean"],
+                scale=checked["scale"],
+                m2=checked["running_m2"],
+                count=int(checked["running_count"][0]),
+                scaling=bool(estimator.standardize),
+            )
+            if "running_m2" in checked and "running_count" in checked
+            else Standardizer(mean=checked["mean"], scale=checked["scale"])
+        )
         return estimator._set_learned(
             estimator.get_params(),
             checked["classes"],
             None if names is None else tuple(str(n) for n in names),
-            Standardizer(mean=checked["mean"], scale=checked["scale"]),
+            standardizer,
             state,
             epochs_run=int(epochs_run),
         )
@@ -441,11 +481,26 @@ class SoftmaxRegression:
         """
         self._require_fitted()
         X = check_matrix(X, self.n_features_in_)
-        y_index = check_labels(y, self.classes_)
+        grown = self.with_classes(y) if self.allow_new_classes else self
+        y_index = check_labels(y, grown.classes_)
         check_same_length(X.shape[0], y_index)
-        new, report = self.updated(X, y_index, learning_rate=learning_rate, passes=passes)
-        self.state_ = new.state_
+        if learning_rate is None and self.online_rate_per_row:  # else the schedule's rate
+            learning_rate = self.online_rate_for(y_index.shape[0])
+        new, report = grown.updated(X, y_index, learning_rate=learning_rate, passes=passes)
+        self.classes_, self.standardizer_, self.state_ = new.classes_, new.standardizer_, new.state_
         return report
+
+    def with_classes(self, y: ArrayLike | Sequence[Any]) -> SoftmaxRegression:
+        """This estimator (itself if nothing is new) with a class added for each label of
+        ``y`` outside ``classes_`` (:mod:`model.classes`: a zero weight column, the mean
+        bias), as a copy; whether new classes are allowed is the caller's decision."""
+        added = new_labels(y, self.classes_)
+        if not added.shape[0]:
+            return self
+        classes = grown_classes(self.classes_, added)
+        clone = self.with_state(grown_state(self.state_, self.classes_, classes))
+        clone.classes_ = classes
+        return clone
 
     def with_state(self, state: TrainState) -> SoftmaxRegression:
         """A shallow copy sharing settings, classes and standardization, with ``state``."""
@@ -489,7 +544,9 @@ class SoftmaxRegression:
         if type(passes) is not int or not 1 <= passes <= 1 << 31:  # else plainly valid
             _PASSES.check(passes)
         settings = self.sgd_settings
-        Xs = self.standardizer_.transform(X)
+        # A running standardization learns the rows first (model.running); a fixed one is itself.
+        standardizer = self.standardizer_.updated(X)
+        Xs = standardizer.transform(X)
         start = self.state_
         if not momentum:
             start = start.with_velocities(None, None)
@@ -512,7 +569,9 @@ class SoftmaxRegression:
             )
         m = y_index.shape[0]
         report = StepReport(m, first.loss, first.correct / m, loss_after)
-        return self.with_state(new_state), report
+        clone = self.with_state(new_state)
+        clone.standardizer_ = standardizer
+        return clone, report
 
     def online_step(
         self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
@@ -681,6 +740,9 @@ class _Training:
         return start + (end - start) * min((step - first) / steps, 1.0)
 
 
+# A created model's per-row rate halves after 30 d rows learnt (online_rate_for).
+DECAY_ROWS_PER_FEATURE = 10
+
 WORSE_THAN_BEST = 0.01  # linear schedule: the final state is kept unless this much worse
 ANNEAL_EPOCHS = 2
 
@@ -711,6 +773,8 @@ def _checked_shapes(arrays: Mapping[str, NDArray[Any]], d: int, k: int) -> dict[
         "velocity_weights": (d, k),
         "velocity_bias": (k,),
         "feature_names": (d,),
+        "running_m2": (d,),
+        "running_count": (1,),
     }
     if ("velocity_weights" in arrays) != ("velocity_bias" in arrays):
         raise ValueError("velocity_weights and velocity_bias: expected both or neither")
@@ -723,6 +787,6 @@ def _checked_shapes(arrays: Mapping[str, NDArray[Any]], d: int, k: int) -> dict[
             raise ValueError(
                 f"{name}: expected shape {shape} to match weights {(d, k)}, got {array.shape}"
             )
-        floats = name not in ("classes", "feature_names")
+        floats = name not in ("classes", "feature_names", "running_count")
         checked[name] = array.astype(np.float64, copy=False) if floats else array
     return checked

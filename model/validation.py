@@ -239,6 +239,13 @@ def check_labels(y: ArrayLike | Sequence[Any], classes: NDArray[Any]) -> Index:
     values: Any = y if isinstance(y, np.ndarray) and y.dtype != object else list(y)  # type: ignore[arg-type]  # a scalar fails len() below with a clear error
     if len(values) == 0:
         raise EmptyInputError("labels: expected at least one label, got none", field="labels")
+    if not classes.shape[0]:  # a model created with no classes (model.growth)
+        raise UnknownLabelError(
+            f"labels: the model has no classes yet, got {values[0]!r} at row 0 (a model that "
+            "allows new classes adds it)",
+            field="labels",
+            row=0,
+        )
     want_int = classes.dtype.kind in "iu"
     arr = _label_array(values, classes, want_int)
     if arr is None:

@@ -213,7 +213,7 @@ def now() -> str:
 def estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> SoftmaxRegression:
     """The estimator a snapshot artifact describes (the estimator owns its codec)."""
     try:
-        return SoftmaxRegression.from_arrays(
+        estimator = SoftmaxRegression.from_arrays(
             arrays,
             params=meta.params,
             step=meta.step,
@@ -223,6 +223,11 @@ def estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> Sof
         raise CorruptArtifactError(
             f"version {meta.version}: snapshot is incomplete or inconsistent ({exc})"
         ) from None
+    if meta.allow_new_classes:  # the online settings of a created or growing model
+        estimator.allow_new_classes = True
+    if meta.online_rate_per_row:
+        estimator.online_rate_per_row = True
+    return estimator
 
 
 def encoder_from(meta: VersionMeta) -> FeatureEncoder | None:

@@ -161,10 +161,13 @@ async def _load_active(settings: Settings, runtime: Runtime) -> None:
     except ModelError as exc:
         log.error("could not load the active model: %s (retrying)", exc.message)
     if runtime.current is None:
+        others = runtime.repository.models()
         log.warning(
-            "%s holds no model%s yet: not ready until one is trained into it",
+            "%s holds no model%s yet%s: not ready until one is created (POST /models) or "
+            "trained into it",
             runtime.repository,
             f" {settings.model!r}" if settings.model else "",
+            f" (it holds {', '.join(others)})" if others else "",
         )
 
 

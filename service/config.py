@@ -271,7 +271,8 @@ def keyring_for(settings: Settings) -> Keyring:
 def startup_problem(settings: Settings) -> str | None:
     """A settings mistake that must stop start-up, in one line naming the flag, or None.
 
-    A store that exists but holds no model yet is no mistake: the service starts unready.
+    A store that exists but holds no model yet, or not the ``--model`` named, is no mistake:
+    the service starts unready until the model is created (``POST /models``) or trained.
     """
     try:
         keyring_for(settings)
@@ -293,11 +294,8 @@ def startup_problem(settings: Settings) -> str | None:
     finally:
         repository.close()
     shown = str(repository).removeprefix("the store ")  # a database's without its password
-    if settings.model is not None and names and settings.model not in names:
-        return (
-            f"--model {settings.model} (SOFTMAX_MODEL): no such model in {shown} "
-            f"(models: {', '.join(names)})"
-        )
+    # A --model the store does not hold yet is no mistake either: the service starts unready
+    # (saying which models the store holds) until POST /models or the CLI creates it.
     if settings.model is None and len(names) > 1:
         return (
             f"--model (SOFTMAX_MODEL): the store {shown} holds several models "

@@ -15,6 +15,7 @@ everything that becomes an error answer (status, code)::
     │   └── StoreError                         500  store_error
     │       ├── VersionNotFoundError           404  version_not_found
     │       ├── ModelChangedError              409  model_changed
+    │       ├── ModelExistsError               409  model_exists
     │       ├── ModelNotFoundError             503  model_not_found
     │       ├── StoreBusyError                 503  store_busy
     │       ├── StoreUnavailableError          503  store_unavailable (a database outage)
@@ -185,6 +186,7 @@ STATUS: list[tuple[type[ModelError], int]] = [
     (model_errors.DivergenceError, 422),
     (model_errors.VersionNotFoundError, 404),
     (model_errors.ModelChangedError, 409),
+    (model_errors.ModelExistsError, 409),
     (model_errors.UpdateRejectedError, 409),
     (model_errors.ModelNotFoundError, 503),
     (model_errors.NotFittedError, 503),

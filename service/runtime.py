@@ -35,6 +35,7 @@ from model.errors import (
     StoreUnavailableError,
     UpdateRejectedError,
 )
+from model.growth import create_estimator
 from model.prequential import PrequentialFigures
 from model.repository import VersionDetail, VersionPage, check_model_name
 
@@ -68,6 +69,8 @@ class Scores:
         # The estimator's array, not LoadedModel.classes (a list of Python scalars): an array
         # picks every row's label in one fancy index, and the route calls .tolist() on it.
         classes = self.loaded.estimator.classes_
+        if not classes.shape[0]:  # a model created with no classes: no prediction (null)
+            return np.full(self.probabilities.shape[0], None, dtype=object)
         labels: NDArray[Any] = classes[self.probabilities.argmax(axis=1)]
         return labels
 
@@ -162,7 +165,7 @@ class Runtime:
             wanted = f"model {self.requested_name!r}" if self.requested_name else "model"
             raise NoModelError(
                 f"no model is loaded: {self.repository} holds no {wanted} yet "
-                "(train one with python -m model.train)"
+                "(create one with POST /models, or train one with python -m model.train)"
             )
         return loaded
 
@@ -304,6 +307,8 @@ class Runtime:
         Raises NonFiniteError for finite rows too large for the model (their standardized
         values or scores overflow): an answer of NaN probabilities would be no answer.
         """
+        if not loaded.estimator.classes_.shape[0]:  # created with no classes: none to score
+            return Scores(loaded, np.empty((X.shape[0], 0)))
         with np.errstate(over="ignore", invalid="ignore"):
             probabilities = loaded.estimator.predict_proba_checked(X)
             finite = np.isfinite(probabilities).all(axis=1)
@@ -370,6 +375,39 @@ class Runtime:
             for listener in self._refusal_listeners:
                 listener(exc, key)
             raise
+
+    def create(
+        self,
+        name: str,
+        feature_names: Sequence[str],
+        classes: Sequence[Any] = (),
+        *,
+        params: dict[str, Any] | None = None,
+        standardize: bool = True,
+        allow_new_classes: bool = False,
+        key: str | None = None,
+    ) -> tuple[LoadedModel, bool]:
+        """Create model ``name`` with zero weights (:mod:`model.growth`) as its version 1 in
+        the store, and whether this process now serves it: it does when it served no model
+        yet and was started for that name or for none (an empty store); otherwise the model
+        is in the store for whoever serves it by name."""
+        check_model_name(name)
+        estimator = create_estimator(
+            feature_names,
+            classes,
+            params=params,
+            standardize=standardize,
+            allow_new_classes=allow_new_classes,
+        )
+        training = {"created": "POST /models", "key": key}
+        loaded = self.repository.create(estimator, name, training=training)
+        served = self.current is None and self.requested_name in (None, name)
+        if served:
+            self._swap(loaded)
+            log.info("created model %r (version 1) and serving it", name)
+        else:
+            log.info("created model %r (version 1) in %s", name, self.repository)
+        return loaded, served
 
     def page(self, limit: int, before: int | None) -> VersionPage:
         """One page of the served model's versions, newest first."""

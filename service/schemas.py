@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from model.classes import MAX_CLASSES
+from model.growth import MAX_FEATURES
 
 from .contract import Label
 
 __all__ = [
     "ActivateResponse",
+    "CreateModelRequest",
+    "CreateModelResponse",
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
@@ -67,7 +72,8 @@ _ERROR_TEXT = {
     401: "Missing bearer credentials, or a key that is not configured",
     403: "A wrong key (single-key setup), or a key that lacks the route's permission",
     404: "No such version",
-    409: "The guard refused the update (update_rejected, with the figures in details), or the "
+    409: "A model of that name exists already (model_exists; POST /models), the guard "
+    "refused the update (update_rejected, with the figures in details), or the "
     "active model changed features or classes while the request was read (retry)",
     413: "Body larger than max_body_bytes",
     415: "A compressed body (Content-Encoding): send it uncompressed",
@@ -89,7 +95,10 @@ class PredictResponse(BaseModel):
     version: int
     classes: list[Label]
     probabilities: list[list[float]] = Field(description="one row per instance, per class")
-    predictions: list[Label]
+    predictions: list[Label | None] = Field(
+        description="the most probable class of each row; null only for a model created "
+        "with no classes that has not learnt one yet (its probabilities are empty)"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -147,6 +156,11 @@ class VersionSummary(BaseModel):
         description="online versions: the guard's verdict on the update that made it "
         "(figures, mode, whether an administrator forced it); null when not judged",
     )
+    classes_added: list[Label] | None = Field(
+        None,
+        description="the classes this version added (a /train label new to a model that "
+        "allows new classes); null when it added none",
+    )
 
 
 class ModelList(BaseModel):
@@ -200,6 +214,9 @@ class VersionDetail(VersionSummary):
         "overall and per key name, the damage budget's reference version and loss); null for "
         "offline versions and updates not judged",
     )
+    allow_new_classes: bool = Field(
+        False, description="a /train label outside the classes adds a class (POST /models)"
+    )
 
 
 class ActivateResponse(BaseModel):
@@ -219,4 +236,71 @@ class ReadyResponse(HealthResponse):
 
     store: str | None = Field(
         None, description="present when degraded: why the store cannot be reached"
+    )
+
+
+Setting = StrictFloat | StrictInt | StrictStr | StrictBool
+
+
+class CreateModelRequest(BaseModel):
+    """``POST /models``: a model with zero weights, learned online from the first /train."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "name": "tickets",
+                "feature_names": ["length", "links", "hour"],
+                "classes": ["billing", "bug"],
+                "allow_new_classes": True,
+            }
+        },
+    )
+
+    name: StrictStr = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the model's name in the store: 1-64 letters, digits, '.', '_' or '-'",
+    )
+    feature_names: list[StrictStr] = Field(
+        min_length=1,
+        max_length=MAX_FEATURES,
+        description="the features, distinct, in the order of list rows",
+    )
+    classes: list[Label] = Field(
+        default_factory=list,
+        max_length=MAX_CLASSES,
+        description="the classes known from the start (all integers or all strings), any "
+        "number: "
+        "with one, /predict answers it with probability 1; with none, null predictions "
+        "until /train has taught one (needs allow_new_classes)",
+    )
+    allow_new_classes: StrictBool = Field(
+        False,
+        description="a /train label outside the classes adds a class (a new version whose "
+        "lineage records it) instead of 422 unknown_label",
+    )
+    standardize: StrictBool = Field(
+        True,
+        description="true: features standardized by a running mean and variance that each "
+        "acknowledged update folds in; false: raw features",
+    )
+    params: dict[StrictStr, Setting] | None = Field(
+        None,
+        max_length=32,
+        description="hyper-parameters (as GET /models/{version} shows them: learning_rate, "
+        "online_learning_rate, l2, momentum, ...); the defaults suit learning from zero",
+    )
+
+
+class CreateModelResponse(BaseModel):
+    model: str
+    version: int = Field(description="always 1: the created model's first version")
+    classes: list[Label]
+    feature_names: list[str]
+    allow_new_classes: bool
+    standardize: Literal["running", "none"]
+    params: dict[str, Any]
+    served: bool = Field(
+        description="whether this process's /predict and /train now serve it (it served no "
+        "model yet); else it is in the store for a process started with --model NAME"
     )

@@ -1,19 +1,30 @@
-"""GET /models, GET /models/{version}, POST /models/{version}/activate."""
+"""GET /models, POST /models, GET /models/{version}, POST /models/{version}/activate."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from model import VersionInfo
 from model.encoding import describe_raw_features
 
+from ..body import read_json_object
 from ..contract import MAX_VERSION
 from ..deps import Admin, State
 from ..keys import Caller
-from ..schemas import ActivateResponse, ModelList, VersionDetail, error_responses
+from ..schemas import (
+    ActivateResponse,
+    CreateModelRequest,
+    CreateModelResponse,
+    ModelList,
+    VersionDetail,
+    error_responses,
+)
 
 __all__ = ["router"]
 
@@ -40,6 +51,57 @@ async def list_versions(
     }
 
 
+_CREATE_SCHEMA = CreateModelRequest.model_json_schema()
+
+
+@router.post(
+    "",
+    response_model=CreateModelResponse,
+    status_code=201,
+    dependencies=[Admin],
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 500, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _CREATE_SCHEMA}},
+        }
+    },
+)
+async def create_model(state: State, request: Request) -> dict[str, Any]:
+    """Create a model with zero weights (version 1), learned online from the first /train."""
+    # Read as every body is (UTF-8 JSON whatever the Content-Type says: curl -d sends a form
+    # type), then checked against the declared schema.
+    data, _ = await read_json_object(request)
+    try:
+        body = CreateModelRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    caller = getattr(request.state, "caller", None)
+    loaded, served = await run_in_threadpool(
+        functools.partial(
+            state.runtime.create,
+            body.name,
+            body.feature_names,
+            list(body.classes),
+            params=body.params,
+            standardize=body.standardize,
+            allow_new_classes=body.allow_new_classes,
+            key=caller.name if caller is not None else None,
+        )
+    )
+    estimator = loaded.estimator
+    return {
+        "model": loaded.name,
+        "version": loaded.version,
+        "classes": loaded.classes,
+        "feature_names": list(loaded.feature_names or ()),
+        "allow_new_classes": estimator.allow_new_classes,
+        "standardize": "running" if body.standardize else "none",
+        "params": loaded.meta.params,
+        "served": served,
+    }
+
+
 @router.get(
     "/{version}", response_model=VersionDetail, responses=error_responses(404, 422, 500, 503)
 )
@@ -63,6 +125,7 @@ async def get_version(state: State, version: VersionPath) -> dict[str, Any]:
         "guard": detail.info.meta.guard,
         "drift": detail.info.meta.drift,
         "guard_history": detail.info.meta.guard_history,
+        "allow_new_classes": snapshot.allow_new_classes,
     }
 
 
@@ -95,4 +158,5 @@ def _summary(info: VersionInfo) -> dict[str, Any]:
         "metrics": metrics,
         "key": meta.key,
         "verdict": meta.verdict,
+        "classes_added": meta.classes_added,
     }

@@ -106,10 +106,6 @@ def test_store_mistakes_stop_start_up_in_one_line(tmp_path: Path) -> None:
             ["--store", str(tmp_path / "nope")],
             f"--store {tmp_path / 'nope'} (SOFTMAX_STORE): no such directory",
         ),
-        "no such model": (
-            ["--store", str(store), "--model", "nope"],
-            f"--model nope (SOFTMAX_MODEL): no such model in {store} (models: digits, iris)",
-        ),
         "several models, none chosen": (
             ["--store", str(store), "--port", "0"],
             f"--model (SOFTMAX_MODEL): the store {store} holds several models (digits, iris)",

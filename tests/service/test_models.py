@@ -24,11 +24,13 @@ from .helpers import (
 
 SUMMARY_KEYS = {"version", "created_at", "parent", "source", "kind", "active", "kept", "metrics"}
 SUMMARY_KEYS |= {"key", "verdict"}  # 0.2: who made the version, and the guard's verdict
+SUMMARY_KEYS |= {"classes_added"}  # 0.5: the classes a version added (allow_new_classes)
 DETAIL_KEYS = SUMMARY_KEYS | {
     "guard",  # 0.2: the version on its guard set
     "drift",  # 0.2: the drift test at this version
     "guard_history",  # the guard's state across updates at this version
     "raw_features",  # 0.3: what rows carry (numeric or categorical, categories, fill)
+    "allow_new_classes",  # 0.5: whether a /train label may add a class
     "model",
     "n_features",
     "classes",

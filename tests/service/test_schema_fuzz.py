@@ -41,6 +41,7 @@ OPERATIONS = [
     ("POST", "/train", True),
     ("GET", "/models", True),
     ("GET", "/models/{version}", True),
+    ("POST", "/models", True),
     ("POST", "/models/{version}/activate", True),
     ("GET", "/health/live", False),
     ("GET", "/health/ready", False),
@@ -66,6 +67,7 @@ RUNS = [
 ]
 PROTECTED = [
     ("POST", "/train"),
+    ("POST", "/models"),
     ("POST", "/models/{version}/activate"),
     ("POST", "/v2/models/{model_name}/train"),
 ]
@@ -75,7 +77,14 @@ FUZZ = settings(
 
 
 # A small body limit and row cap, so that generated requests also meet those limits.
-APP_SETTINGS: dict[str, Any] = {"max_body_bytes": 16 * 1024, "max_rows": 20, "reload_interval": 0.5}
+# The model named: POST /models creates others in the store, and a restarted lifespan must
+# still know which one to serve.
+APP_SETTINGS: dict[str, Any] = {
+    "max_body_bytes": 16 * 1024,
+    "max_rows": 20,
+    "reload_interval": 0.5,
+    "model": "iris",
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +149,7 @@ def test_protected_operations_refuse_without_the_key_as_documented(
 
 def test_the_documented_examples_are_accepted(store: Path, make_app: AppFactory) -> None:
     save_model(store, "digits")  # what `make run` serves, and the examples are written for
-    app = make_app(store, **APP_SETTINGS)
+    app = make_app(store, **(APP_SETTINGS | {"model": "digits"}))
     with TestClient(app) as client:
         document = client.get("/openapi.json").json()
         for path, method in (("/predict", "post"), ("/train", "post")):

@@ -1,0 +1,158 @@
+"""Models created with no data and grown a class at a time (model.growth, model.classes,
+model.running): the running standardization, the grown arrays, replay, the guard's rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import LocalArtifactStore, ModelRepository
+from model.data import load_builtin
+from model.errors import UnknownLabelError
+from model.growth import create_estimator, knows_every_class
+from model.guard import GuardPolicy, GuardSet
+from model.preprocessing import Standardizer
+from model.running import RunningStandardizer
+
+
+def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    data = load_builtin("digits")
+    order = np.random.default_rng(seed).permutation(data.n_samples)
+    return np.asarray(data.X, dtype=np.float64)[order], np.asarray(data.y)[order]
+
+
+def test_running_standardization_is_the_whole_streams() -> None:
+    X, _ = digits()
+    running = RunningStandardizer.empty(64)
+    for start in range(0, 500, 37):  # uneven batches
+        before = running
+        running = running.updated(X[start : min(start + 37, 500)])
+        assert before.count == min(start, 500)  # the old object is unchanged
+    whole = Standardizer.fit(X[:500])
+    assert running.count == 500
+    np.testing.assert_allclose(running.mean, whole.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(running.scale, whole.scale, rtol=1e-9)
+
+
+def test_a_new_class_gets_a_zero_column_and_the_mean_bias() -> None:
+    model = create_estimator(["a", "b"], [1, 5], standardize=False)
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    model.partial_fit(X, [1, 5, 5], learning_rate=0.5)
+    before = model.predict_proba(X)
+    grown = model.with_classes([3, 1])
+    assert grown.classes_.tolist() == [1, 3, 5] and model.classes_.tolist() == [1, 5]
+    assert np.array_equal(grown.state_.weights[:, 1], [0.0, 0.0])
+    assert grown.state_.bias[1] == pytest.approx(model.state_.bias.mean())
+    after = grown.predict_proba(X)
+    # The old classes keep their odds against each other; the new one is average at 0.
+    np.testing.assert_allclose(after[:, 0] / after[:, 2], before[:, 0] / before[:, 1])
+    assert grown.with_classes([1, 3]) is grown
+    with pytest.raises(UnknownLabelError, match="expected integers like the model's classes"):
+        grown.with_classes(["x"])
+
+
+def test_partial_fit_grows_only_when_allowed() -> None:
+    X, y = digits()
+    fixed = create_estimator([f"p{i}" for i in range(64)], [0, 1])
+    with pytest.raises(UnknownLabelError, match="got 7 at row 2"):
+        fixed.partial_fit(X[:3], [0, 1, 7])
+    assert fixed.classes_.tolist() == [0, 1] and fixed.state_.step == 0
+    growing = create_estimator([f"p{i}" for i in range(64)], allow_new_classes=True)
+    for start in range(0, 600, 8):
+        growing.partial_fit(X[start : start + 8], y[start : start + 8])
+    assert growing.classes_.tolist() == list(range(10))
+    assert growing.standardizer_.count == 600  # type: ignore[attr-defined]
+    assert np.mean(growing.predict(X[1000:]) == y[1000:]) > 0.85
+
+
+def test_the_store_replays_growth_bit_for_bit(tmp_path: Path) -> None:
+    X, y = digits(seed=2)
+    order = np.argsort(y[:400], kind="stable")  # classes met one after another
+    X, y = X[:400][order], y[:400][order]
+    names = [f"p{i}" for i in range(64)]
+    writer = ModelRepository(LocalArtifactStore(tmp_path), snapshot_every=7)
+    writer.create(create_estimator(names, allow_new_classes=True), "grow")
+    local = create_estimator(names, allow_new_classes=True)  # the same stream, in memory
+    for start in range(0, 400, 20):
+        result = writer.update("grow", X[start : start + 20], y[start : start + 20].tolist())
+        local.partial_fit(X[start : start + 20], y[start : start + 20])
+        assert np.array_equal(result.model.estimator.state_.weights, local.state_.weights)
+    reader = ModelRepository(LocalArtifactStore(tmp_path))
+    kinds = {reader.meta("grow", v).kind for v in reader.store.versions("grow")}
+    assert kinds == {"snapshot", "update"}  # chains replayed across snapshots
+    newest = reader.load("grow")
+    assert np.array_equal(newest.estimator.state_.weights, local.state_.weights)
+    assert np.array_equal(newest.estimator.standardizer_.mean, local.standardizer_.mean)
+    assert newest.classes == list(range(10))
+    for version in reader.store.versions("grow"):
+        loaded, meta = reader.load("grow", version), reader.meta("grow", version)
+        assert loaded.classes == reader.detail("grow", version).snapshot.classes
+        if meta.classes_added:
+            parent = reader.load("grow", version - 1)
+            assert loaded.classes == sorted(parent.classes + meta.classes_added)
+
+
+def test_the_guard_judges_by_every_test_once_it_knows_every_class(tmp_path: Path) -> None:
+    offline = GuardSet(np.zeros((3, 2)), np.array([0, 0, 0]), offline=3)
+    streamed = GuardSet(np.zeros((3, 2)), np.array([0, 2, 2]), offline=0)
+    assert knows_every_class(offline, 5, 10)  # trained offline: judged as always
+    assert not knows_every_class(streamed, 3, 1)  # no row of class 1
+    both = GuardSet(np.zeros((3, 2)), np.array([0, 1, 1]), offline=0)
+    assert knows_every_class(both, 2, 1)
+    assert not knows_every_class(both, 2, 2)  # one row of class 0: fewer than 2
+    X, y = digits(seed=3)
+    names = [f"p{i}" for i in range(64)]
+    repository = ModelRepository(
+        LocalArtifactStore(tmp_path), guard=GuardPolicy(), holdout_every=5, online_momentum=False
+    )
+    repository.create(create_estimator(names, allow_new_classes=True), "g")
+    first = np.isin(y, [0, 1, 2])
+    for start in range(0, 200, 20):  # classes 0-2 only: the guard set learns them
+        repository.update("g", X[first][start : start + 20], y[first][start : start + 20].tolist())
+    newcomers = X[y == 9][:20]
+    result = repository.update("g", newcomers, [9] * 20)  # all of a class the guard never saw
+    assert result.verdict is not None and result.verdict.accepted
+    assert repository.meta("g", result.model.version).classes_added == [9]
+
+
+def test_the_activation_command_shows_the_classes_of_the_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import activate
+
+    repository = ModelRepository(LocalArtifactStore(tmp_path))
+    repository.create(create_estimator(["a", "b"], ["x"], allow_new_classes=True), "m")
+    repository.update("m", [[0.0, 1.0], [1.0, 0.0]], ["x", "y"])
+    assert activate.main(["1", "--name", "m", "--store", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "model m: version 1 is active (classes: x)\n"
+    assert activate.main(["2", "--name", "m", "--store", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "model m: version 2 is active (classes: x, y)\n"
+
+
+def test_raw_features_are_used_as_sent_and_the_rate_decays_with_rows_learnt() -> None:
+    X, y = digits()
+    raw = create_estimator([f"p{i}" for i in range(64)], list(range(10)), standardize=False)
+    first = raw.online_rate_for(32)
+    for start in range(0, 640, 32):
+        raw.partial_fit(X[start : start + 32], y[start : start + 32])
+    standardizer = raw.standardizer_
+    assert isinstance(standardizer, RunningStandardizer) and standardizer.count == 640
+    assert np.array_equal(standardizer.transform(X[:5]), X[:5])  # no scaling
+    assert first == min(0.5, 32 / 65)
+    assert raw.online_rate_for(32) == pytest.approx(32 / 65 / np.sqrt(1 + 640 / 640))
+
+
+def test_a_request_read_against_the_layout_before_a_class_was_added_gets_409(
+    tmp_path: Path,
+) -> None:
+    from model.errors import ModelChangedError
+
+    repository = ModelRepository(LocalArtifactStore(tmp_path))
+    first = repository.create(create_estimator(["a", "b"], ["x"], allow_new_classes=True), "m")
+    repository.update("m", [[0.0, 1.0]], ["y"], base=first)  # adds y: the layout changes
+    before = LocalArtifactStore(tmp_path).versions("m")
+    with pytest.raises(ModelChangedError, match="other features or classes"):
+        repository.update("m", [[1.0, 0.0]], ["x"], base=first)  # read against version 1
+    assert LocalArtifactStore(tmp_path).versions("m") == before
