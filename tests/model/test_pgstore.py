@@ -84,7 +84,9 @@ def test_the_command_line_tools_take_a_database(postgres: PostgresServer, subpro
         env=subprocess_env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "model iris: version 1 is active"
+    assert done.stdout.strip() == (
+        "model iris: version 1 is active (classes: setosa, versicolor, virginica)"
+    )
     store = PostgresArtifactStore(address)
     try:
         head = store.head("iris")
