@@ -27,6 +27,11 @@ Run from the repository root (needs ``wrk``; ``strace`` for the sync count; inst
 5. A summary: probe figures, acks/s per worker count (medians), acks/s / naive probe rate,
    2 workers / 1 worker, the lone client's p50 against the probe's p50s, syncs per ack.
 
+``--bare`` also measures, in the same rounds, the bare FastAPI app (``bench/bare_app.py``) on
+the same bodies: its ``POST /train`` (pydantic parse, then one append + ``fdatasync`` per
+request, no group commit, no model) and ``POST /train-parse`` (parse only): the ceiling the
+HTTP stack itself puts on durable acks per second, against which ours is read.
+
 ``--tree PATH`` also measures the server of another checkout (e.g. from
 ``git worktree add /tmp/before <commit>``) in the same rounds, on its own copies of the store.
 The machine is measured as it is: on a shared machine, read medians and ratios.
@@ -59,7 +64,9 @@ from bench_serving import (
     PYTHON,
     WrkRun,
     active_version,
+    bare_argv,
     free_port,
+    server,
     settled_version,
     versions,
     wait_ready,
@@ -438,6 +445,34 @@ def measure(
     return train
 
 
+def bare_session(
+    args: argparse.Namespace, work: Path, script: Path, ready: bytes
+) -> list[TrainRun]:
+    """The bare app (1 worker): ``--clients`` and 1 client on its durable ``/train``, and
+    ``--clients`` on ``/train-parse``. Its answers carry no version: only 200s are counted."""
+    os.environ["BARE_TRAIN_LOG"] = str(work / "bare-train.log")
+    port = free_port()
+    runs = []
+    with server("bare", bare_argv(port), port, work, ready) as url:
+        run_wrk(url + "/train", script, args.warmup, min(2, args.clients), args.clients)
+        for route, clients in (
+            ("/train", args.clients),
+            ("/train", 1),
+            ("/train-parse", args.clients),
+        ):
+            run, statuses = run_wrk(url + route, script, args.duration, min(2, clients), clients)
+            tree = "bare" if route == "/train" else "bare-parse"
+            train = TrainRun(tree, 1, clients, run, statuses, 0, 0, None)
+            print(
+                f"  {tree} 1w {clients:2d}c: {train.acks_per_s:6.0f} 200s/s ({run.ok} x 200, "
+                f"{sum(statuses.values())} other)  p50 {run.p50_ms:6.2f}  p90 {run.p90_ms:6.2f}"
+                f"  p99 {run.p99_ms:6.2f} ms",
+                flush=True,
+            )
+            runs.append(train)
+    return runs
+
+
 # ---------------------------------------------------------------------------- benchmark
 def session(
     args: argparse.Namespace,
@@ -548,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout whose server is measured beside ours in the same rounds "
         "(e.g. from `git worktree add /tmp/before <commit>`)",
     )
+    parser.add_argument(
+        "--bare", action="store_true", help="also measure bench/bare_app.py's /train routes"
+    )
     parser.add_argument("--tmp-root", help="directory for the temporary stores (default: TMPDIR)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -606,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
                     multi=workers in args.workers,
                     single=workers == 1,
                 )
+            if args.bare:
+                runs += bare_session(args, work, script, ready)
         traced: dict[str, Any] = {}
         if not args.no_strace:
             for tree_name, tree in trees.items():
@@ -713,6 +753,26 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{tree_name:6s} strace {strace_figure};  {SYNC_METRIC}: {fmt_opt(metric)}")
         summary[tree_name]["strace"] = t
+
+    if args.bare:
+        print("\nthe bare app (bench/bare_app.py, 1 worker), medians; ours 1 worker against it:")
+        bare: dict[str, Any] = {}
+        for label, tree, clients in (
+            ("durable /train", "bare", args.clients),
+            ("durable /train", "bare", 1),
+            ("/train-parse", "bare-parse", args.clients),
+        ):
+            found = [r for r in runs if r.tree == tree and r.clients == clients]
+            rate = med([r.acks_per_s for r in found])
+            p50 = med([r.wrk.p50_ms for r in found])
+            mine = summary["ours"]["1w" if clients == args.clients else "1client"]["acks_per_s"]
+            figures = {"per_s": rate, "p50_ms": p50, "ours_over_bare": mine / rate}
+            bare[f"{tree}-{clients}c"] = figures
+            print(
+                f"  bare {label:15s} {clients:2d}c: {rate:6.0f}/s p50 {p50:6.2f} ms;  "
+                f"ours / bare {mine / rate:.2f}"
+            )
+        results["bare"] = bare
 
     nonzero = [r for r in runs if r.statuses]
     if nonzero:
