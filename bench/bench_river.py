@@ -179,9 +179,19 @@ def _predictions(estimator: Any, X: np.ndarray) -> np.ndarray:
     return predicted
 
 
-def run_ours(batch: int, stream: Stream) -> Outcome:
+def run_ours(batch: int, stream: Stream, variant: str = "") -> Outcome:
+    """Ours through the Python API: each batch predicted whole, then learnt by ``partial_fit``.
+
+    ``variant`` (diagnostics, not in the default run; see BENCHMARKS.md): ``"seq"`` learns a
+    batch row by row (one ``partial_fit`` per row, River's way within a batch), ``"passes2"``
+    takes two steps per batch (``passes=2``), ``"rate2x"`` doubles the created model's rate
+    per row and its cap (``online_learning_rate`` 2 / (1 + d), ``learning_rate`` 1.0)."""
     names = [f"f{i}" for i in range(stream.X.shape[1])]
-    model = create_estimator(names, allow_new_classes=True)
+    params: dict[str, float] = {}
+    if variant == "rate2x":
+        params = {"online_learning_rate": 2.0 / (1.0 + len(names)), "learning_rate": 1.0}
+    model = create_estimator(names, allow_new_classes=True, params=params)
+    passes = 2 if variant == "passes2" else 1
     X, y = stream.X, stream.y
     correct = np.zeros(y.shape[0], dtype=bool)
     learn = 0.0
@@ -190,13 +200,16 @@ def run_ours(batch: int, stream: Stream) -> Outcome:
         rows, labels = X[start : start + batch], y[start : start + batch]
         correct[start : start + batch] = _predictions(model, rows) == labels
         t = time.perf_counter()
-        model.partial_fit(rows, labels)
+        if variant == "seq":
+            for i in range(labels.shape[0]):
+                model.partial_fit(rows[i : i + 1], labels[i : i + 1])
+        else:
+            model.partial_fit(rows, labels, passes=passes)
         learn += time.perf_counter() - t
     total = time.perf_counter() - started
     accuracy = float(np.mean(_predictions(model, stream.X_test) == stream.y_test))
-    return Outcome(
-        f"ours-{batch}", stream.name, checkpoints_of(correct), learn, total, y.shape[0], accuracy
-    )
+    name = f"ours-{variant}-{batch}" if variant else f"ours-{batch}"
+    return Outcome(name, stream.name, checkpoints_of(correct), learn, total, y.shape[0], accuracy)
 
 
 @contextlib.contextmanager
@@ -307,7 +320,8 @@ def verdict(ours: dict[str, Any], river: dict[str, Any], offline: float) -> dict
         "points_vs_lbfgs": round(gap, 1),
         "within_2_points": gap >= -TARGET_POINTS,
         "learning_ratio": round(ratio, 1),
-        "ratio_at_least_20": ratio >= TARGET_RATIO,
+        # The throughput target is the Python API's; over HTTP the ratio is for information.
+        "ratio_at_least_20": None if "http" in ours["contender"] else ratio >= TARGET_RATIO,
     }
 
 
@@ -334,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     for batch in BATCHES:
         contenders.append((f"river-ovr-{batch}", partial(run_river, "river-ovr", batch)))
     contenders.append(("ours-http-32", run_http))
-    if args.only:
+    if args.only:  # and the diagnostic variants of ours (run_ours), only when asked for
+        for variant in ("seq", "passes2", "rate2x"):
+            for batch in BATCHES[1:]:
+                contenders.append(
+                    (f"ours-{variant}-{batch}", partial(run_ours, batch, variant=variant))
+                )
         contenders = [(name, run) for name, run in contenders if name in args.only]
     results: list[dict[str, Any]] = []
     verdicts: list[dict[str, Any]] = []
