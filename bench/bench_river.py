@@ -90,6 +90,7 @@ class Outcome:
     rows: int = 0
     test_accuracy: float = 0.0
     refused: int = 0
+    early: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class Outcome:
             "rows_per_second_test_then_train": round(self.rows / self.total_seconds, 1),
             "test_accuracy": round(self.test_accuracy, 4),
             "refused": self.refused,
+            "correct_per_batch_to_10pct": self.early,
         }
 
 
@@ -138,6 +140,24 @@ def checkpoints_of(correct: np.ndarray) -> list[float]:
     return [float(running[k * n // CHECKPOINTS - 1] / (k * n // CHECKPOINTS)) for k in range(1, 11)]
 
 
+def outcome(
+    name: str,
+    stream: Stream,
+    correct: np.ndarray,
+    batch: int,
+    learn: float,
+    total: float,
+    accuracy: float,
+    refused: int = 0,
+) -> Outcome:
+    """A contender's figures from its per-row ``correct`` flags, including the rows right in
+    each batch up to the first checkpoint (where the batching shows most)."""
+    n = correct.shape[0]
+    early = [int(correct[s : s + batch].sum()) for s in range(0, -(-n // CHECKPOINTS), batch)]
+    checkpoints = checkpoints_of(correct)
+    return Outcome(name, stream.name, checkpoints, learn, total, n, accuracy, refused, early)
+
+
 def river_model(kind: str) -> Any:
     from river import compose, linear_model, multiclass, preprocessing
 
@@ -173,9 +193,7 @@ def run_river(kind: str, batch: int, stream: Stream) -> Outcome:
     test = [dict(zip(names, row, strict=True)) for row in stream.X_test.tolist()]
     predicted = [model.predict_one(x) for x in test]
     accuracy = float(np.mean(np.asarray(predicted) == stream.y_test))
-    return Outcome(
-        f"{kind}-{batch}", stream.name, checkpoints_of(correct), learn, total, len(rows), accuracy
-    )
+    return outcome(f"{kind}-{batch}", stream, correct, batch, learn, total, accuracy)
 
 
 def _predictions(estimator: Any, X: np.ndarray) -> np.ndarray:
@@ -215,7 +233,7 @@ def run_ours(batch: int, stream: Stream, variant: str = "") -> Outcome:
     total = time.perf_counter() - started
     accuracy = float(np.mean(_predictions(model, stream.X_test) == stream.y_test))
     name = f"ours-{variant}-{batch}" if variant else f"ours-{batch}"
-    return Outcome(name, stream.name, checkpoints_of(correct), learn, total, y.shape[0], accuracy)
+    return outcome(name, stream, correct, batch, learn, total, accuracy)
 
 
 @contextlib.contextmanager
@@ -283,16 +301,7 @@ def run_http(stream: Stream, batch: int = 32) -> Outcome:
                 rows = stream.X_test[start : start + 1000].tolist()
                 final += client.post("/predict", json={"instances": rows}).json()["predictions"]
     accuracy = float(np.mean(np.asarray(final) == stream.y_test))
-    return Outcome(
-        f"ours-http-{batch}",
-        stream.name,
-        checkpoints_of(correct),
-        learn,
-        total,
-        y.shape[0],
-        accuracy,
-        refused,
-    )
+    return outcome(f"ours-http-{batch}", stream, correct, batch, learn, total, accuracy, refused)
 
 
 def lbfgs(stream: Stream) -> float:
