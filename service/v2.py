@@ -9,6 +9,7 @@ read bodies and send answers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import LoadedModel
-from model.errors import FeatureCountError, InvalidParameterError
+from model.errors import FeatureCountError, InvalidParameterError, UnknownLabelError
 from model.validation import check_matrix
 
 from .body import parse_instances
@@ -165,7 +166,11 @@ def infer_outputs(
                 )
             )
         else:
-            labels = [str(label).encode() for label in scores.predictions().tolist()]
+            # No class yet (a model created with none): no prediction, and BYTES has no null.
+            labels = [
+                b"" if label is None else str(label).encode()
+                for label in scores.predictions().tolist()
+            ]
             outputs.append(OutputTensor(item.name, "BYTES", [len(labels)], labels, binary))
     return outputs
 
@@ -214,18 +219,11 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
     classes = loaded.classes
     if tensor.datatype == "BYTES":
         assert isinstance(tensor.values, list)
-        by_text = {str(c): c for c in classes}
-        labels = []
-        for position, raw in enumerate(tensor.values):
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError:
-                raise InvalidRequestError(
-                    f"{tensor.where}: expected UTF-8 text, got other bytes at element {position}",
-                    field="inputs",
-                    row=position,
-                ) from None
-            labels.append(by_text.get(text, text))  # an unknown one: the model says which
+        # A model with no class yet takes the kind of its first labels: BYTES ones are text.
+        integers = bool(classes) and loaded.estimator.classes_.dtype.kind in "iu"
+        labels = [
+            _label(raw, position, tensor, integers) for position, raw in enumerate(tensor.values)
+        ]
         return TrainTensors(X, labels, _train_parameters(request))
     if tensor.datatype not in _INDICES:
         raise InvalidRequestError(
@@ -237,13 +235,47 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
     bad = np.flatnonzero((indices < 0) | (indices >= len(classes)))
     if bad.size:
         row = int(bad[0])
+        known = f"0..{len(classes) - 1}" if classes else "none: the model has no class yet"
         raise InvalidParameterError(
-            f"{tensor.where}: expected class indices 0..{len(classes) - 1}, got "
-            f"{int(indices[row])} at element {row}",
+            f"{tensor.where}: expected class indices ({known}), got "
+            f"{int(indices[row])} at element {row} (a new class is sent as a BYTES label)",
             field="inputs",
             row=row,
         )
     return TrainTensors(X, [classes[i] for i in indices.tolist()], _train_parameters(request))
+
+
+# An integer as JSON writes one: what /train's JSON labels are for an integer-class model.
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_INT64 = np.iinfo(np.int64)
+
+
+def _label(raw: bytes, position: int, tensor: Tensor, integers: bool) -> Any:
+    """One BYTES training label: its text, or for a model whose classes are integers the
+    integer it spells (``b"7"`` → 7), as /train takes JSON labels; an unknown one is left for
+    the model to add (``allow_new_classes``) or refuse."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"{tensor.where}: expected UTF-8 text, got other bytes at element {position}",
+            field="inputs",
+            row=position,
+        ) from None
+    if not integers:
+        return text
+    if (
+        len(text) > 20  # int64's widest, and int() of a long text costs
+        or _INTEGER_TEXT.fullmatch(text) is None
+        or not _INT64.min <= int(text) <= _INT64.max
+    ):
+        raise UnknownLabelError(
+            f"{tensor.where}: expected integer labels written in decimal (the model's classes "
+            f"are integers, e.g. '7'), got {text[:40]!r} at element {position}",
+            field="inputs",
+            row=position,
+        )
+    return int(text)
 
 
 def _train_parameters(request: InferRequest) -> dict[str, Any]:
