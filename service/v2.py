@@ -17,12 +17,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import LoadedModel
-from model.errors import FeatureCountError, InvalidParameterError, UnknownLabelError
+from model.errors import (
+    FeatureCountError,
+    InvalidParameterError,
+    ModelError,
+    UnknownLabelError,
+)
 from model.validation import check_matrix
 
 from .body import parse_instances
 from .contract import Limits
-from .errors import InvalidRequestError, TooManyRowsError
+from .errors import ApiError, InvalidRequestError, TooManyRowsError
 from .runtime import Scores
 from .tensors import InferRequest, OutputTensor, RequestedOutput, Tensor
 
@@ -135,8 +140,11 @@ def rows_of(
             may_hold_booleans=False,
             refuse_unknown_categories=limits.refuse_unknown_categories,
         )
-    with np.errstate(over="ignore", invalid="ignore"):
-        return check_matrix(X.astype(np.float64, copy=False), width)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return check_matrix(X.astype(np.float64, copy=False), width, field=tensor.where)
+    except ModelError as exc:  # no rows, a NaN: named as the tensor, the field as V2's
+        raise type(exc)(exc.message, field="inputs", row=exc.row) from None
 
 
 def infer_outputs(
@@ -198,6 +206,15 @@ class TrainTensors:
     X: NDArray[np.float64]
     labels: list[Any]
     parameters: dict[str, Any]
+    labels_where: str  # how errors name the label tensor: "inputs[1] ('label')"
+
+    def told_of_tensors(self, exc: ModelError | ApiError) -> None:
+        """Make an error /train would give about its ``labels`` field (an unknown label, a
+        label of the wrong kind) name the label tensor instead, row for row."""
+        if exc.field == "labels" and exc.message.startswith("labels:"):
+            exc.message = self.labels_where + exc.message.removeprefix("labels")
+            exc.args = (exc.message,)
+            exc.field = "inputs"
 
 
 _TRAIN_PARAMETERS = ("learning_rate", "passes", "force")
@@ -224,7 +241,7 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
         labels = [
             _label(raw, position, tensor, integers) for position, raw in enumerate(tensor.values)
         ]
-        return TrainTensors(X, labels, _train_parameters(request))
+        return TrainTensors(X, labels, _train_parameters(request), tensor.where)
     if tensor.datatype not in _INDICES:
         raise InvalidRequestError(
             f"{tensor.where}.datatype: expected BYTES labels or integer class indices, got "
@@ -242,7 +259,8 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
             field="inputs",
             row=row,
         )
-    return TrainTensors(X, [classes[i] for i in indices.tolist()], _train_parameters(request))
+    labels = [classes[i] for i in indices.tolist()]
+    return TrainTensors(X, labels, _train_parameters(request), tensor.where)
 
 
 # An integer as JSON writes one: what /train's JSON labels are for an integer-class model.

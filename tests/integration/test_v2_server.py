@@ -398,7 +398,12 @@ def test_integer_classes_grow_from_bytes_labels(server: ServerProcess, store: Pa
     refusals = [
         ("counts", ["1", "x"], "unknown_label", "got 'x' at element 1"),
         ("counts", ["1.0", "1"], "unknown_label", "got '1.0' at element 0"),
-        ("fixed", ["0", "7"], "unknown_label", "7"),
+        (
+            "fixed",
+            ["0", "7"],
+            "unknown_label",
+            "inputs[1] ('label'): expected one of the classes (0, 1), got 7 at row 1",
+        ),
     ]
     for model, labels, type_, where in refusals:
         head = repository.head(model).active

@@ -99,6 +99,36 @@ def test_binary_outputs_and_bytes_elements(client: TestClient) -> None:
             "inputs[0] ('x'): unknown input; this model takes 'input'",
         ),
         ({"inputs": []}, "inputs: expected a non-empty list of tensors, got []"),
+        # A value the datatype cannot hold is refused, never wrapped or rounded to infinity.
+        (
+            {"inputs": [_tensor([1, 2, 300, 4], [1, 4], "INT8")]},
+            "inputs[0] ('input').data: expected numbers in INT8's range -128..127, got 300 at "
+            "element 2",
+        ),
+        (
+            {"inputs": [_tensor([[1, -1, 2, 3]], [1, 4], "UINT8")]},
+            "inputs[0] ('input').data: expected numbers in UINT8's range 0..255, got -1 at "
+            "element 1",
+        ),
+        (
+            {"inputs": [_tensor([1, 2.5, 3, 4], [1, 4], "INT64")]},
+            "inputs[0] ('input').data: expected integers (INT64), got 2.5 at element 1",
+        ),
+        (
+            {"inputs": [_tensor([1, 2, 3, 1e300], [1, 4], "FP32")]},
+            "inputs[0] ('input').data: expected numbers in FP32's range, got 1e+300 at element 3",
+        ),
+        (
+            {"inputs": [_tensor([], [0, 4])]},
+            "inputs[0] ('input'): expected at least one row, got none",
+        ),
+        (
+            {
+                "inputs": [_tensor([1, 2, 3, 4], [1, 4])],
+                "outputs": [{"name": "label"}, {"name": "label"}],
+            },
+            "outputs[1]: 'label' is requested twice",
+        ),
         (
             {"inputs": [_tensor([1, 2, 3, 4], [1, 4])], "extra": 1},
             "request: unknown field 'extra'; expected id, parameters, inputs, outputs",
@@ -134,6 +164,23 @@ def test_binary_frames_must_add_up(client: TestClient) -> None:
         "bad_request",
         "binary data: the inputs declare 32 bytes (binary_data_size) after the JSON, the "
         "body holds 40",
+    )
+    forgotten = client.post("/v2/models/iris/infer", content=raw)  # the header forgotten
+    assert forgotten.status_code == 400, forgotten.text
+    assert forgotten.json()["type"] == "invalid_json"
+    assert forgotten.json()["error"].endswith(
+        "(binary data after the JSON need the Inference-Header-Content-Length header)"
+    )
+    nan = np.array([[1.0, np.nan, 3.0, 4.0]])
+    _v2_error(
+        client.post(
+            "/v2/models/iris/infer",
+            content=header.encode() + nan.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        ),
+        400,
+        "non_finite",
+        "inputs[0] ('input'): expected finite numbers, got nan at row 0, column 1",
     )
     _v2_error(
         client.post(
@@ -187,15 +234,16 @@ def test_infer_needs_a_key_when_predict_does(iris_store: Path, make_app: AppFact
             {},
             400,
             "unknown_label",
-            "labels: expected one of the classes ('setosa', 'versicolor', 'virginica'), got "
-            "'rose' at row 1",
+            "inputs[1] ('label'): expected one of the classes ('setosa', 'versicolor', "
+            "'virginica'), got 'rose' at row 1",
         ),
         (
             _tensor([0, 3, 1], [3], "INT32", "label"),
             {},
             400,
             "invalid_parameter",
-            "inputs[1] ('label'): expected class indices 0..2, got 3 at element 1",
+            "inputs[1] ('label'): expected class indices (0..2), got 3 at element 1 (a new "
+            "class is sent as a BYTES label)",
         ),
         (
             _tensor(["setosa"] * 2, [2], "BYTES", "label"),
