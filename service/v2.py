@@ -41,6 +41,7 @@ __all__ = [
     "TrainTensors",
     "infer_outputs",
     "model_metadata",
+    "name_the_tensor",
     "rows_of",
     "train_tensors",
 ]
@@ -59,7 +60,10 @@ _NUMBERS = ("FP16", "FP32", "FP64", *_INDICES)
 
 def model_metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
     """``GET /v2/models/{name}``: the model's input and outputs, and its stored versions."""
-    width = len(loaded.encoder.names) if loaded.encoder is not None else loaded.n_features
+    encoder = loaded.encoder
+    width = len(encoder.names) if encoder is not None else loaded.n_features
+    # The input's columns: the raw features for a model with an encoding (not its one-hot ones).
+    names = encoder.names if encoder is not None else loaded.feature_names
     return {
         "name": loaded.name,
         "versions": [str(v) for v in versions],
@@ -72,7 +76,7 @@ def model_metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
         "parameters": {
             "version": loaded.version,
             "classes": loaded.classes,
-            "feature_names": list(loaded.feature_names) if loaded.feature_names else None,
+            "feature_names": list(names) if names else None,
         },
     }
 
@@ -117,6 +121,14 @@ def rows_of(
         )
     encoder = loaded.encoder
     width = len(encoder.names) if encoder is not None else loaded.n_features
+    categorical = [f.name for f in encoder.features if f.kind == "categorical"] if encoder else []
+    if categorical:
+        raise InvalidRequestError(
+            f"{tensor.where}: model {loaded.name!r} has categorical features "
+            f"({', '.join(categorical)}), which a numeric tensor cannot carry: send its rows to "
+            f"POST /predict (of a service started with --model {loaded.name})",
+            field="inputs",
+        )
     if len(tensor.shape) != 2 or tensor.shape[1] != width:
         raise FeatureCountError(
             f"{tensor.where}.shape: expected [n, {width}] ({width} features), got "
@@ -132,19 +144,23 @@ def rows_of(
     values = tensor.values
     assert isinstance(values, np.ndarray)  # a number type, checked above
     X = values.reshape(tensor.shape)
-    if encoder is not None:  # raw values through the model's encoding, as /predict reads them
-        return parse_instances(
-            X.tolist(),
-            loaded,
-            limits.max_rows,
-            may_hold_booleans=False,
-            refuse_unknown_categories=limits.refuse_unknown_categories,
-        )
     try:
+        if encoder is not None:  # raw numbers through the model's encoding (imputation)
+            # A tensor has no null: NaN is a missing value, as /predict's null is.
+            cells = X.astype(object)
+            cells[np.isnan(X.astype(np.float64, copy=False))] = None
+            return parse_instances(
+                cells.tolist(),
+                loaded,
+                limits.max_rows,
+                may_hold_booleans=False,
+                refuse_unknown_categories=limits.refuse_unknown_categories,
+            )
         with np.errstate(over="ignore", invalid="ignore"):
-            return check_matrix(X.astype(np.float64, copy=False), width, field=tensor.where)
-    except ModelError as exc:  # no rows, a NaN: named as the tensor, the field as V2's
-        raise type(exc)(exc.message, field="inputs", row=exc.row) from None
+            return check_matrix(X.astype(np.float64, copy=False), width)
+    except ModelError as exc:  # no rows, a NaN: /predict's words, naming the tensor
+        name_the_tensor(exc, "instances", tensor.where)
+        raise
 
 
 def infer_outputs(
@@ -209,12 +225,17 @@ class TrainTensors:
     labels_where: str  # how errors name the label tensor: "inputs[1] ('label')"
 
     def told_of_tensors(self, exc: ModelError | ApiError) -> None:
-        """Make an error /train would give about its ``labels`` field (an unknown label, a
-        label of the wrong kind) name the label tensor instead, row for row."""
-        if exc.field == "labels" and exc.message.startswith("labels:"):
-            exc.message = self.labels_where + exc.message.removeprefix("labels")
-            exc.args = (exc.message,)
-            exc.field = "inputs"
+        """Make an error /train would give about its ``labels`` (an unknown label, a label of
+        the wrong kind) name the label tensor instead, row for row."""
+        name_the_tensor(exc, "labels", self.labels_where)
+
+
+def name_the_tensor(exc: ModelError | ApiError, field: str, where: str) -> None:
+    """Make an error the native routes give about their ``field`` (``instances``,
+    ``labels``) name the tensor ``where`` instead: the same words, V2's field."""
+    if exc.field == field and exc.message.startswith(field):
+        exc.message = where + exc.message.removeprefix(field)
+        exc.args, exc.field = (exc.message,), "inputs"
 
 
 _TRAIN_PARAMETERS = ("learning_rate", "passes", "force")

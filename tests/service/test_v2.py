@@ -4,6 +4,7 @@ unchanged). The real client against the real server: tests/integration/test_v2_s
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from model.train import build_parser, run
 
 from .helpers import AUTH, AppFactory, TestClient, rows, store_state
 
@@ -293,3 +296,52 @@ def test_train_answers_as_train_does(client: TestClient) -> None:
     assert "softmax_updates_applied_total 2.0" in metrics
     route = 'method="POST",route="/v2/models/{model_name}/train",status="200"'
     assert f"softmax_http_requests_total{{{route}}} 1.0" in metrics
+
+
+def test_models_with_a_feature_encoding(store: Path, make_app: AppFactory) -> None:
+    """A tensor carries the raw numeric features (NaN: a missing value, imputed as /predict's
+    null is); a model with a categorical feature is refused with the reason."""
+    rng = np.random.default_rng(0)
+    lines = ["age,size,colour,label"]
+    for _ in range(60):
+        size, colour = rng.normal(), str(rng.choice(["red", "blue"]))
+        age = "" if rng.random() < 0.1 else f"{rng.normal(40, 10):.1f}"
+        lines.append(f"{age},{size:.3f},{colour},{'yes' if size > 0 else 'no'}")
+    tables = {"num": [line.rsplit(",", 2)[0] + "," + line.rsplit(",", 1)[1] for line in lines]}
+    tables["cat"] = lines
+    for name, table in tables.items():
+        path = store.parent / f"{name}.csv"
+        path.write_text("\n".join(table) + "\n")
+        extra = ["--categorical", "colour"] if name == "cat" else []
+        arguments = [str(path), "--label", "label", "--store", str(store), "--name", name]
+        run(
+            build_parser().parse_args([*arguments, "--quiet", "--epochs", "3", *extra]),
+            io.StringIO(),
+        )
+    with TestClient(make_app(store, model="num")) as client:
+        metadata = client.get("/v2/models/num").json()
+        assert metadata["inputs"][0]["shape"] == [-1, 2]
+        assert metadata["parameters"]["feature_names"] == ["age", "size"]
+        native = client.post("/predict", json={"instances": [[None, 0.5]]}).json()
+        header = json.dumps(
+            {"inputs": [{**_tensor(None, [1, 2]), "parameters": {"binary_data_size": 16}}]}
+        ).replace(', "data": null', "")
+        answer = client.post(
+            "/v2/models/num/infer",
+            content=header.encode() + np.array([np.nan, 0.5]).tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        np.testing.assert_array_equal(_probabilities(answer), native["probabilities"])
+        assert client.get("/v2/models/cat").json()["parameters"]["feature_names"] == [
+            "age",
+            "size",
+            "colour",
+        ]
+        _v2_error(
+            client.post("/v2/models/cat/infer", json={"inputs": [_tensor([1, 2, 3], [1, 3])]}),
+            400,
+            "invalid_request",
+            "inputs[0] ('input'): model 'cat' has categorical features (colour), which a numeric "
+            "tensor cannot carry: send its rows to POST /predict (of a service started with "
+            "--model cat)",
+        )
