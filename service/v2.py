@@ -248,9 +248,10 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
     force), checked by its contract later; other request parameters are ignored."""
     X = rows_of(request, loaded, limits, known=(INPUT, LABELS))
     tensor = _one(request, LABELS, "one class label per row")
-    if len(tensor.shape) != 1 or tensor.shape[0] != X.shape[0]:
+    n = X.shape[0]
+    if tensor.shape not in ((n,), (n, 1)):  # a column of labels too, as clients often send
         raise InvalidRequestError(
-            f"{tensor.where}.shape: expected [{X.shape[0]}] (one label per row of "
+            f"{tensor.where}.shape: expected [{n}] or [{n}, 1] (one label per row of "
             f"{INPUT!r}), got {list(tensor.shape)}",
             field="inputs",
         )

@@ -389,7 +389,9 @@ def test_integer_classes_grow_from_bytes_labels(server: ServerProcess, store: Pa
     _create(server, "counts", [0, 1], allow_new_classes=True)
     _create(server, "fixed", [0, 1], allow_new_classes=False)
     # Labels as text parse as the model's integers, as /train's JSON integers: 7 is added.
-    answer = _train(server, [_input(X, True), _labels(["1", "7"])], model="counts").json()
+    column = triton.InferInput("label", [2, 1], "BYTES")  # a column of labels, as [n] is
+    column.set_data_from_numpy(np.array([[b"1"], [b"7"]], dtype=object))
+    answer = _train(server, [_input(X, True), column], model="counts").json()
     assert answer["version"] == 2
     assert repository.load("counts", 2).classes == [0, 1, 7]
     metadata = server.get("/v2/models/counts").json()

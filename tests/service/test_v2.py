@@ -253,7 +253,8 @@ def test_infer_needs_a_key_when_predict_does(iris_store: Path, make_app: AppFact
             {},
             400,
             "invalid_request",
-            "inputs[1] ('label').shape: expected [3] (one label per row of 'input'), got [2]",
+            "inputs[1] ('label').shape: expected [3] or [3, 1] (one label per row of 'input'), "
+            "got [2]",
         ),
         (
             _tensor(["setosa"] * 3, [3], "BYTES", "label"),
