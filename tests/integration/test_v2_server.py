@@ -10,6 +10,7 @@ serves the module; the multi-model tests that need their own settings start thei
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,6 +293,26 @@ def test_a_binary_body_shorter_than_declared(server: ServerProcess) -> None:
         "after the JSON and the inputs before it",
         "type": "bad_request",
     }
+
+
+def test_a_declared_size_over_the_body_limit_is_refused_before_reading(
+    server: ServerProcess,
+) -> None:
+    # 1 GB declared, 2 bytes sent: the answer comes without the server waiting for the rest.
+    request = (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n"
+        b"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: 2\r\n\r\n{}"
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(request)
+        while b"max_body_bytes" not in answer:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b'"type":"body_too_large"' in answer, answer
 
 
 # ---------------------------------------------------------------------------- every model
