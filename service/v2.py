@@ -302,6 +302,12 @@ def _label(raw: bytes, position: int, tensor: Tensor, integers: bool) -> Any:
             field="inputs",
             row=position,
         ) from None
+    if not text:  # as POST /models refuses it; and "" is the label of no prediction
+        raise UnknownLabelError(
+            f"{tensor.where}: expected a non-empty label, got '' at element {position}",
+            field="inputs",
+            row=position,
+        )
     if not integers:
         return text
     if (

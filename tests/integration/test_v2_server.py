@@ -390,6 +390,11 @@ def test_a_model_before_two_classes_exist(
         assert client.infer("empty", [_input(X, binary)], outputs=[top]).as_numpy(
             "label"
         ).shape == (2, 0)
+    # "" cannot be a class (POST /models refuses it; it is the label of no prediction).
+    refused = _train(server, [_input(X, True), _labels(["spam", ""])], model="empty", status=400)
+    assert refused.json()["error"] == (
+        "inputs[1] ('label'): expected a non-empty label, got '' at element 1"
+    )
     # The first label (BYTES: a string class) gives it one class: probability 1.
     assert (
         _train(server, [_input(X[:1], True), _labels(["spam"])], model="empty").json()["version"]
