@@ -41,7 +41,6 @@ __all__ = [
     "TrainTensors",
     "infer_outputs",
     "model_metadata",
-    "name_the_tensor",
     "rows_of",
     "train_tensors",
 ]
@@ -159,7 +158,7 @@ def rows_of(
         with np.errstate(over="ignore", invalid="ignore"):
             return check_matrix(X.astype(np.float64, copy=False), width)
     except ModelError as exc:  # no rows, a NaN: /predict's words, naming the tensor
-        name_the_tensor(exc, "instances", tensor.where)
+        _name_the_tensor(exc, "instances", tensor.where)
         raise
 
 
@@ -227,10 +226,10 @@ class TrainTensors:
     def told_of_tensors(self, exc: ModelError | ApiError) -> None:
         """Make an error /train would give about its ``labels`` (an unknown label, a label of
         the wrong kind) name the label tensor instead, row for row."""
-        name_the_tensor(exc, "labels", self.labels_where)
+        _name_the_tensor(exc, "labels", self.labels_where)
 
 
-def name_the_tensor(exc: ModelError | ApiError, field: str, where: str) -> None:
+def _name_the_tensor(exc: ModelError | ApiError, field: str, where: str) -> None:
     """Make an error the native routes give about their ``field`` (``instances``,
     ``labels``) name the tensor ``where`` instead: the same words, V2's field."""
     if exc.field == field and exc.message.startswith(field):
