@@ -127,17 +127,20 @@ class ModelRegistry:
             runtime = self.held(name)
             if runtime is not None:
                 return runtime
-            runtime = Runtime(self.repository, name, metrics_window=self.metrics_window)
-            runtime.refresh()
-            if runtime.current is None:
-                known = ", ".join(self.repository.models()) or "none"
-                raise ModelNotFoundError(
-                    f"no model named {name!r} in {self.repository} (models: {known})",
-                    field="model_name",
-                )
-            with self._lock:
-                self._held[name] = runtime
-                self._loading.pop(name, None)
+            try:
+                runtime = Runtime(self.repository, name, metrics_window=self.metrics_window)
+                runtime.refresh()
+                if runtime.current is None:
+                    known = ", ".join(self.repository.models()) or "none"
+                    raise ModelNotFoundError(
+                        f"no model named {name!r} in {self.repository} (models: {known})",
+                        field="model_name",
+                    )
+                with self._lock:
+                    self._held[name] = runtime
+            finally:  # loaded or not: no lock left behind per name asked for (unknown ones too)
+                with self._lock:
+                    self._loading.pop(name, None)
             log.info("loaded model %r version %d", name, runtime.current.version)
         self._evict(keep=name)
         return runtime

@@ -174,7 +174,10 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         data = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJsonError(f"request JSON is not valid: {exc}") from None
+        hint = ""
+        if header_length is None and b"binary_data_size" in header:
+            hint = " (binary data after the JSON need the Inference-Header-Content-Length header)"
+        raise InvalidJsonError(f"request JSON is not valid: {exc}{hint}") from None
     request = _object(data, "request", _REQUEST_FIELDS)
     parameters = _parameters(request.get("parameters"), "request")
     request_id = request.get("id")
@@ -312,7 +315,7 @@ def _from_json(
         except (ValueError, OverflowError):
             fast = None
         if fast is not None and fast.dtype.kind in "iuf" and fast.size == count:
-            return fast.ravel().astype(DATATYPES[datatype], copy=False)
+            return _converted(fast.ravel(), datatype, where)
     flat = _flatten(data)
     if len(flat) != count:
         raise InvalidRequestError(
@@ -345,10 +348,41 @@ def _from_json(
             i for i, v in enumerate(flat) if isinstance(v, bool) or not isinstance(v, int | float)
         )
         _not_a_number(where, datatype, flat[position], position)
-    try:
-        return array.astype(DATATYPES[datatype], casting="unsafe" if count else "same_kind")
-    except (ValueError, OverflowError):  # pragma: no cover - kinds were checked above
-        raise InvalidRequestError(f"{where}.data: values out of {datatype}'s range") from None
+    return _converted(array, datatype, where)
+
+
+def _converted(array: NDArray[Any], datatype: str, where: str) -> NDArray[Any]:
+    """JSON numbers (``array``, flat) as ``datatype``; a value the type cannot hold (a
+    fraction for an integer type, one out of its range) is refused, never wrapped or
+    rounded to infinity."""
+    dtype = DATATYPES[datatype]
+    if dtype.kind in "iu" and array.size:
+        if array.dtype.kind == "f":
+            _refuse_first(array != np.trunc(array), array, where, f"integers ({datatype})")
+        info = np.iinfo(dtype)
+        _refuse_first(
+            (array < info.min) | (array > info.max),
+            array,
+            where,
+            f"numbers in {datatype}'s range {info.min}..{info.max}",
+        )
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype, copy=False)
+    if dtype.kind == "f" and dtype.itemsize < 8 and array.size:
+        _refuse_first(
+            np.isinf(converted) & ~np.isinf(array), array, where, f"numbers in {datatype}'s range"
+        )
+    return converted
+
+
+def _refuse_first(bad: NDArray[np.bool_], array: NDArray[Any], where: str, expected: str) -> None:
+    if bad.any():
+        position = int(np.argmax(bad))
+        raise InvalidRequestError(
+            f"{where}.data: expected {expected}, got {array[position].item()!r} at element "
+            f"{position}",
+            field="inputs",
+        )
 
 
 def _not_a_number(where: str, datatype: str, value: Any, position: int) -> None:
@@ -366,7 +400,7 @@ def _outputs(raw: Any) -> list[RequestedOutput] | None:
         raise InvalidRequestError(
             f"outputs: expected a list, got {describe_value(raw)}", field="outputs"
         )
-    outputs = []
+    outputs: list[RequestedOutput] = []
     for index, item in enumerate(raw):
         where = f"outputs[{index}]"
         output, name = _named(item, where, _OUTPUT_FIELDS, "outputs")
@@ -378,6 +412,8 @@ def _outputs(raw: Any) -> list[RequestedOutput] | None:
                 f"{describe_value(top)}",
                 field="outputs",
             )
+        if any(earlier.name == name for earlier in outputs):
+            raise InvalidRequestError(f"{where}: {name!r} is requested twice", field="outputs")
         outputs.append(RequestedOutput(name, _flag(parameters, "binary_data", where), top))
     return outputs
 

@@ -9,6 +9,7 @@ read bodies and send answers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +17,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import LoadedModel
-from model.errors import FeatureCountError, InvalidParameterError
+from model.errors import (
+    FeatureCountError,
+    InvalidParameterError,
+    ModelError,
+    UnknownLabelError,
+)
 from model.validation import check_matrix
 
 from .body import parse_instances
 from .contract import Limits
-from .errors import InvalidRequestError, TooManyRowsError
+from .errors import ApiError, InvalidRequestError, TooManyRowsError
 from .runtime import Scores
 from .tensors import InferRequest, OutputTensor, RequestedOutput, Tensor
 
@@ -53,7 +59,10 @@ _NUMBERS = ("FP16", "FP32", "FP64", *_INDICES)
 
 def model_metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
     """``GET /v2/models/{name}``: the model's input and outputs, and its stored versions."""
-    width = len(loaded.encoder.names) if loaded.encoder is not None else loaded.n_features
+    encoder = loaded.encoder
+    width = len(encoder.names) if encoder is not None else loaded.n_features
+    # The input's columns: the raw features for a model with an encoding (not its one-hot ones).
+    names = encoder.names if encoder is not None else loaded.feature_names
     return {
         "name": loaded.name,
         "versions": [str(v) for v in versions],
@@ -66,7 +75,7 @@ def model_metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
         "parameters": {
             "version": loaded.version,
             "classes": loaded.classes,
-            "feature_names": list(loaded.feature_names) if loaded.feature_names else None,
+            "feature_names": list(names) if names else None,
         },
     }
 
@@ -111,6 +120,14 @@ def rows_of(
         )
     encoder = loaded.encoder
     width = len(encoder.names) if encoder is not None else loaded.n_features
+    categorical = [f.name for f in encoder.features if f.kind == "categorical"] if encoder else []
+    if categorical:
+        raise InvalidRequestError(
+            f"{tensor.where}: model {loaded.name!r} has categorical features "
+            f"({', '.join(categorical)}), which a numeric tensor cannot carry: send its rows to "
+            f"POST /predict (of a service started with --model {loaded.name})",
+            field="inputs",
+        )
     if len(tensor.shape) != 2 or tensor.shape[1] != width:
         raise FeatureCountError(
             f"{tensor.where}.shape: expected [n, {width}] ({width} features), got "
@@ -126,16 +143,23 @@ def rows_of(
     values = tensor.values
     assert isinstance(values, np.ndarray)  # a number type, checked above
     X = values.reshape(tensor.shape)
-    if encoder is not None:  # raw values through the model's encoding, as /predict reads them
-        return parse_instances(
-            X.tolist(),
-            loaded,
-            limits.max_rows,
-            may_hold_booleans=False,
-            refuse_unknown_categories=limits.refuse_unknown_categories,
-        )
-    with np.errstate(over="ignore", invalid="ignore"):
-        return check_matrix(X.astype(np.float64, copy=False), width)
+    try:
+        if encoder is not None:  # raw numbers through the model's encoding (imputation)
+            # A tensor has no null: NaN is a missing value, as /predict's null is.
+            cells = X.astype(object)
+            cells[np.isnan(X.astype(np.float64, copy=False))] = None
+            return parse_instances(
+                cells.tolist(),
+                loaded,
+                limits.max_rows,
+                may_hold_booleans=False,
+                refuse_unknown_categories=limits.refuse_unknown_categories,
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            return check_matrix(X.astype(np.float64, copy=False), width)
+    except ModelError as exc:  # no rows, a NaN: /predict's words, naming the tensor
+        _name_the_tensor(exc, "instances", tensor.where)
+        raise
 
 
 def infer_outputs(
@@ -165,7 +189,11 @@ def infer_outputs(
                 )
             )
         else:
-            labels = [str(label).encode() for label in scores.predictions().tolist()]
+            # No class yet (a model created with none): no prediction, and BYTES has no null.
+            labels = [
+                b"" if label is None else str(label).encode()
+                for label in scores.predictions().tolist()
+            ]
             outputs.append(OutputTensor(item.name, "BYTES", [len(labels)], labels, binary))
     return outputs
 
@@ -193,6 +221,20 @@ class TrainTensors:
     X: NDArray[np.float64]
     labels: list[Any]
     parameters: dict[str, Any]
+    labels_where: str  # how errors name the label tensor: "inputs[1] ('label')"
+
+    def told_of_tensors(self, exc: ModelError | ApiError) -> None:
+        """Make an error /train would give about its ``labels`` (an unknown label, a label of
+        the wrong kind) name the label tensor instead, row for row."""
+        _name_the_tensor(exc, "labels", self.labels_where)
+
+
+def _name_the_tensor(exc: ModelError | ApiError, field: str, where: str) -> None:
+    """Make an error the native routes give about their ``field`` (``instances``,
+    ``labels``) name the tensor ``where`` instead: the same words, V2's field."""
+    if exc.field == field and exc.message.startswith(field):
+        exc.message = where + exc.message.removeprefix(field)
+        exc.args, exc.field = (exc.message,), "inputs"
 
 
 _TRAIN_PARAMETERS = ("learning_rate", "passes", "force")
@@ -205,28 +247,22 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
     force), checked by its contract later; other request parameters are ignored."""
     X = rows_of(request, loaded, limits, known=(INPUT, LABELS))
     tensor = _one(request, LABELS, "one class label per row")
-    if len(tensor.shape) != 1 or tensor.shape[0] != X.shape[0]:
+    n = X.shape[0]
+    if tensor.shape not in ((n,), (n, 1)):  # a column of labels too, as clients often send
         raise InvalidRequestError(
-            f"{tensor.where}.shape: expected [{X.shape[0]}] (one label per row of "
+            f"{tensor.where}.shape: expected [{n}] or [{n}, 1] (one label per row of "
             f"{INPUT!r}), got {list(tensor.shape)}",
             field="inputs",
         )
     classes = loaded.classes
     if tensor.datatype == "BYTES":
         assert isinstance(tensor.values, list)
-        by_text = {str(c): c for c in classes}
-        labels = []
-        for position, raw in enumerate(tensor.values):
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError:
-                raise InvalidRequestError(
-                    f"{tensor.where}: expected UTF-8 text, got other bytes at element {position}",
-                    field="inputs",
-                    row=position,
-                ) from None
-            labels.append(by_text.get(text, text))  # an unknown one: the model says which
-        return TrainTensors(X, labels, _train_parameters(request))
+        # A model with no class yet takes the kind of its first labels: BYTES ones are text.
+        integers = bool(classes) and loaded.estimator.classes_.dtype.kind in "iu"
+        labels = [
+            _label(raw, position, tensor, integers) for position, raw in enumerate(tensor.values)
+        ]
+        return TrainTensors(X, labels, _train_parameters(request), tensor.where)
     if tensor.datatype not in _INDICES:
         raise InvalidRequestError(
             f"{tensor.where}.datatype: expected BYTES labels or integer class indices, got "
@@ -237,13 +273,54 @@ def train_tensors(request: InferRequest, loaded: LoadedModel, limits: Limits) ->
     bad = np.flatnonzero((indices < 0) | (indices >= len(classes)))
     if bad.size:
         row = int(bad[0])
+        known = f"0..{len(classes) - 1}" if classes else "none: the model has no class yet"
         raise InvalidParameterError(
-            f"{tensor.where}: expected class indices 0..{len(classes) - 1}, got "
-            f"{int(indices[row])} at element {row}",
+            f"{tensor.where}: expected class indices ({known}), got "
+            f"{int(indices[row])} at element {row} (a new class is sent as a BYTES label)",
             field="inputs",
             row=row,
         )
-    return TrainTensors(X, [classes[i] for i in indices.tolist()], _train_parameters(request))
+    labels = [classes[i] for i in indices.tolist()]
+    return TrainTensors(X, labels, _train_parameters(request), tensor.where)
+
+
+# An integer as JSON writes one: what /train's JSON labels are for an integer-class model.
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_INT64 = np.iinfo(np.int64)
+
+
+def _label(raw: bytes, position: int, tensor: Tensor, integers: bool) -> Any:
+    """One BYTES training label: its text, or for a model whose classes are integers the
+    integer it spells (``b"7"`` → 7), as /train takes JSON labels; an unknown one is left for
+    the model to add (``allow_new_classes``) or refuse."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"{tensor.where}: expected UTF-8 text, got other bytes at element {position}",
+            field="inputs",
+            row=position,
+        ) from None
+    if not text:  # as POST /models refuses it; and "" is the label of no prediction
+        raise UnknownLabelError(
+            f"{tensor.where}: expected a non-empty label, got '' at element {position}",
+            field="inputs",
+            row=position,
+        )
+    if not integers:
+        return text
+    if (
+        len(text) > 20  # int64's widest, and int() of a long text costs
+        or _INTEGER_TEXT.fullmatch(text) is None
+        or not _INT64.min <= int(text) <= _INT64.max
+    ):
+        raise UnknownLabelError(
+            f"{tensor.where}: expected integer labels written in decimal (the model's classes "
+            f"are integers, e.g. '7'), got {text[:40]!r} at element {position}",
+            field="inputs",
+            row=position,
+        )
+    return int(text)
 
 
 def _train_parameters(request: InferRequest) -> dict[str, Any]:

@@ -30,10 +30,11 @@ class V2RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="input (rows) or, for training, label")
-    shape: list[int] = Field(description="input: [n, n_features]; label: [n]")
+    shape: list[int] = Field(description="input: [n, n_features]; label: [n] or [n, 1]")
     datatype: str = Field(
-        description="input: FP64, FP32 or an integer type; label: BYTES (labels as text) or "
-        "an integer type (class indices, 0..n_classes-1)"
+        description="input: FP64, FP32 or an integer type; label: BYTES (labels as text; for "
+        'integer classes the integer in decimal, "7") or an integer type (class indices, '
+        "0..n_classes-1)"
     )
     parameters: dict[str, Any] | None = Field(
         None, description="binary_data_size: the tensor's bytes after the JSON (binary data)"
@@ -50,7 +51,7 @@ class V2RequestOutput(BaseModel):
     parameters: dict[str, Any] | None = Field(
         None,
         description="binary_data: true for binary data; classification: k, the top k "
-        'classes of each row as "score:index:label" (BYTES [n, k])',
+        'classes of each row as "score:index:label" (BYTES [n, min(k, n_classes)])',
     )
 
 

@@ -27,6 +27,7 @@ from ..tensors import decode_request, encode_response
 from ..v2 import (
     EXTENSIONS,
     SERVER_NAME,
+    TrainTensors,
     infer_outputs,
     model_metadata,
     rows_of,
@@ -208,6 +209,7 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
         POST /train's guard, durability and answer fields)."""
         caller: Caller = request.state.caller
         runtime = state.runtime
+        tensors: TrainTensors | None = None
         try:
             body = await read_body(request)
             decoded = decode_request(body, request.headers.get(_HEADER))
@@ -221,6 +223,8 @@ def install(app: FastAPI, limits: Limits, *, predict_requires_key: bool) -> None
             answer = await apply_update(request, state, runtime, loaded, tensors.X, parsed, caller)
         except (ModelError, ApiError) as exc:
             count_refusal(state, runtime, exc)
+            if tensors is not None:
+                tensors.told_of_tensors(exc)
             raise
         answer = {**_header(loaded, decoded.id), **answer}
         answer["model_version"] = str(answer["version"])

@@ -10,6 +10,7 @@ serves the module; the multi-model tests that need their own settings start thei
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,15 +152,23 @@ def test_classification_top_k(client: triton.InferenceServerClient, server: Serv
 
 
 # ---------------------------------------------------------------------------- training, versions
-def _train(server: ServerProcess, inputs: list, **request: object) -> httpx.Response:
+def _train(
+    server: ServerProcess, inputs: list, model: str = "iris", status: int = 200, **request: object
+) -> httpx.Response:
     """POST .../train with a body tritonclient builds (binary data after the JSON)."""
     body, json_length = triton.InferenceServerClient.generate_request_body(inputs, **request)
     headers = {**AUTH, "Content-Type": "application/octet-stream"}
     if json_length is not None:
         headers["Inference-Header-Content-Length"] = str(json_length)
-    answer = server.post("/v2/models/iris/train", content=body, headers=headers)
-    assert answer.status_code == 200, answer.text
+    answer = server.post(f"/v2/models/{model}/train", content=body, headers=headers)
+    assert answer.status_code == status, answer.text
     return answer
+
+
+def _labels(values: list[str]) -> triton.InferInput:
+    tensor = triton.InferInput("label", [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object))
+    return tensor
 
 
 def test_train_over_tensors_then_a_pinned_version(
@@ -286,6 +295,26 @@ def test_a_binary_body_shorter_than_declared(server: ServerProcess) -> None:
     }
 
 
+def test_a_declared_size_over_the_body_limit_is_refused_before_reading(
+    server: ServerProcess,
+) -> None:
+    # 1 GB declared, 2 bytes sent: the answer comes without the server waiting for the rest.
+    request = (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n"
+        b"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: 2\r\n\r\n{}"
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(request)
+        while b"max_body_bytes" not in answer:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b'"type":"body_too_large"' in answer, answer
+
+
 # ---------------------------------------------------------------------------- every model
 def test_a_model_written_by_the_cli_while_serving_is_served(
     client: triton.InferenceServerClient, server: ServerProcess, store: Path
@@ -327,3 +356,93 @@ def test_eviction_under_a_small_budget_keeps_answering(
             assert 'evicted_total{model="iris"}' not in metrics  # the default model stays
         finally:
             client.close()
+
+
+# ---------------------------------------------------------------------------- created models
+def _create(server: ServerProcess, name: str, classes: list, allow_new_classes: bool) -> None:
+    body = {
+        "name": name,
+        "feature_names": ["a", "b", "c", "d"],
+        "classes": classes,
+        "allow_new_classes": allow_new_classes,
+    }
+    answer = server.post("/models", json=body, headers=AUTH)
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_model_before_two_classes_exist(
+    client: triton.InferenceServerClient, server: ServerProcess
+) -> None:
+    _create(server, "empty", [], allow_new_classes=True)
+    X = load_builtin("iris").X[:2]
+    metadata = client.get_model_metadata("empty")
+    assert metadata["outputs"][0]["shape"] == [-1, 0]
+    for binary in (False, True):
+        outputs = [
+            triton.InferRequestedOutput("probabilities", binary_data=binary),
+            triton.InferRequestedOutput("label", binary_data=binary),
+        ]
+        result = client.infer("empty", [_input(X, binary)], outputs=outputs)
+        assert result.as_numpy("probabilities").shape == (2, 0)
+        # No class, no prediction: /predict's null is an empty string (BYTES has no null).
+        assert result.as_numpy("label").tolist() == ([b"", b""] if binary else ["", ""])
+        top = triton.InferRequestedOutput("label", binary_data=binary, class_count=3)
+        assert client.infer("empty", [_input(X, binary)], outputs=[top]).as_numpy(
+            "label"
+        ).shape == (2, 0)
+    # "" cannot be a class (POST /models refuses it; it is the label of no prediction).
+    refused = _train(server, [_input(X, True), _labels(["spam", ""])], model="empty", status=400)
+    assert refused.json()["error"] == (
+        "inputs[1] ('label'): expected a non-empty label, got '' at element 1"
+    )
+    # The first label (BYTES: a string class) gives it one class: probability 1.
+    assert (
+        _train(server, [_input(X[:1], True), _labels(["spam"])], model="empty").json()["version"]
+        == 2
+    )
+    top = triton.InferRequestedOutput("label", binary_data=False, class_count=3)
+    result = client.infer("empty", [_input(X, False)], outputs=[top])
+    assert result.as_numpy("label").tolist() == [["1.0:0:spam"], ["1.0:0:spam"]]
+    result = client.infer("empty", [_input(X, True)])
+    assert result.as_numpy("label").tolist() == [b"spam", b"spam"]
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), [[1.0], [1.0]])
+    assert client.get_model_metadata("empty")["parameters"]["classes"] == ["spam"]
+
+
+def test_integer_classes_grow_from_bytes_labels(server: ServerProcess, store: Path) -> None:
+    repository = ModelRepository(LocalArtifactStore(store))
+    X = load_builtin("iris").X[:2]
+    _create(server, "counts", [0, 1], allow_new_classes=True)
+    _create(server, "fixed", [0, 1], allow_new_classes=False)
+    # Labels as text parse as the model's integers, as /train's JSON integers: 7 is added.
+    column = triton.InferInput("label", [2, 1], "BYTES")  # a column of labels, as [n] is
+    column.set_data_from_numpy(np.array([[b"1"], [b"7"]], dtype=object))
+    answer = _train(server, [_input(X, True), column], model="counts").json()
+    assert answer["version"] == 2
+    assert repository.load("counts", 2).classes == [0, 1, 7]
+    metadata = server.get("/v2/models/counts").json()
+    assert metadata["parameters"]["classes"] == [0, 1, 7]
+    assert metadata["outputs"][0]["shape"] == [-1, 3]
+    refusals = [
+        ("counts", ["1", "x"], "unknown_label", "got 'x' at element 1"),
+        ("counts", ["1.0", "1"], "unknown_label", "got '1.0' at element 0"),
+        (
+            "fixed",
+            ["0", "7"],
+            "unknown_label",
+            "inputs[1] ('label'): expected one of the classes (0, 1), got 7 at row 1",
+        ),
+    ]
+    for model, labels, type_, where in refusals:
+        head = repository.head(model).active
+        refused = _train(server, [_input(X, True), _labels(labels)], model=model, status=400)
+        assert refused.json()["type"] == type_, refused.text
+        assert where in refused.json()["error"], refused.text
+        assert repository.head(model).active == head
+    message = _train(
+        server, [_input(X, True), _labels(["1", "x"])], model="counts", status=400
+    ).json()["error"]
+    assert message == (
+        "inputs[1] ('label'): expected integer labels written in decimal (the model's classes "
+        "are integers, e.g. '7'), got 'x' at element 1"
+    )

@@ -4,6 +4,7 @@ unchanged). The real client against the real server: tests/integration/test_v2_s
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from model.train import build_parser, run
 
 from .helpers import AUTH, AppFactory, TestClient, rows, store_state
 
@@ -99,6 +102,36 @@ def test_binary_outputs_and_bytes_elements(client: TestClient) -> None:
             "inputs[0] ('x'): unknown input; this model takes 'input'",
         ),
         ({"inputs": []}, "inputs: expected a non-empty list of tensors, got []"),
+        # A value the datatype cannot hold is refused, never wrapped or rounded to infinity.
+        (
+            {"inputs": [_tensor([1, 2, 300, 4], [1, 4], "INT8")]},
+            "inputs[0] ('input').data: expected numbers in INT8's range -128..127, got 300 at "
+            "element 2",
+        ),
+        (
+            {"inputs": [_tensor([[1, -1, 2, 3]], [1, 4], "UINT8")]},
+            "inputs[0] ('input').data: expected numbers in UINT8's range 0..255, got -1 at "
+            "element 1",
+        ),
+        (
+            {"inputs": [_tensor([1, 2.5, 3, 4], [1, 4], "INT64")]},
+            "inputs[0] ('input').data: expected integers (INT64), got 2.5 at element 1",
+        ),
+        (
+            {"inputs": [_tensor([1, 2, 3, 1e300], [1, 4], "FP32")]},
+            "inputs[0] ('input').data: expected numbers in FP32's range, got 1e+300 at element 3",
+        ),
+        (
+            {"inputs": [_tensor([], [0, 4])]},
+            "inputs[0] ('input'): expected at least one row, got none",
+        ),
+        (
+            {
+                "inputs": [_tensor([1, 2, 3, 4], [1, 4])],
+                "outputs": [{"name": "label"}, {"name": "label"}],
+            },
+            "outputs[1]: 'label' is requested twice",
+        ),
         (
             {"inputs": [_tensor([1, 2, 3, 4], [1, 4])], "extra": 1},
             "request: unknown field 'extra'; expected id, parameters, inputs, outputs",
@@ -134,6 +167,23 @@ def test_binary_frames_must_add_up(client: TestClient) -> None:
         "bad_request",
         "binary data: the inputs declare 32 bytes (binary_data_size) after the JSON, the "
         "body holds 40",
+    )
+    forgotten = client.post("/v2/models/iris/infer", content=raw)  # the header forgotten
+    assert forgotten.status_code == 400, forgotten.text
+    assert forgotten.json()["type"] == "invalid_json"
+    assert forgotten.json()["error"].endswith(
+        "(binary data after the JSON need the Inference-Header-Content-Length header)"
+    )
+    nan = np.array([[1.0, np.nan, 3.0, 4.0]])
+    _v2_error(
+        client.post(
+            "/v2/models/iris/infer",
+            content=header.encode() + nan.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        ),
+        400,
+        "non_finite",
+        "inputs[0] ('input'): expected finite numbers, got nan at row 0, column 1",
     )
     _v2_error(
         client.post(
@@ -187,22 +237,24 @@ def test_infer_needs_a_key_when_predict_does(iris_store: Path, make_app: AppFact
             {},
             400,
             "unknown_label",
-            "labels: expected one of the classes ('setosa', 'versicolor', 'virginica'), got "
-            "'rose' at row 1",
+            "inputs[1] ('label'): expected one of the classes ('setosa', 'versicolor', "
+            "'virginica'), got 'rose' at row 1",
         ),
         (
             _tensor([0, 3, 1], [3], "INT32", "label"),
             {},
             400,
             "invalid_parameter",
-            "inputs[1] ('label'): expected class indices 0..2, got 3 at element 1",
+            "inputs[1] ('label'): expected class indices (0..2), got 3 at element 1 (a new "
+            "class is sent as a BYTES label)",
         ),
         (
             _tensor(["setosa"] * 2, [2], "BYTES", "label"),
             {},
             400,
             "invalid_request",
-            "inputs[1] ('label').shape: expected [3] (one label per row of 'input'), got [2]",
+            "inputs[1] ('label').shape: expected [3] or [3, 1] (one label per row of 'input'), "
+            "got [2]",
         ),
         (
             _tensor(["setosa"] * 3, [3], "BYTES", "label"),
@@ -245,3 +297,52 @@ def test_train_answers_as_train_does(client: TestClient) -> None:
     assert "softmax_updates_applied_total 2.0" in metrics
     route = 'method="POST",route="/v2/models/{model_name}/train",status="200"'
     assert f"softmax_http_requests_total{{{route}}} 1.0" in metrics
+
+
+def test_models_with_a_feature_encoding(store: Path, make_app: AppFactory) -> None:
+    """A tensor carries the raw numeric features (NaN: a missing value, imputed as /predict's
+    null is); a model with a categorical feature is refused with the reason."""
+    rng = np.random.default_rng(0)
+    lines = ["age,size,colour,label"]
+    for _ in range(60):
+        size, colour = rng.normal(), str(rng.choice(["red", "blue"]))
+        age = "" if rng.random() < 0.1 else f"{rng.normal(40, 10):.1f}"
+        lines.append(f"{age},{size:.3f},{colour},{'yes' if size > 0 else 'no'}")
+    tables = {"num": [line.rsplit(",", 2)[0] + "," + line.rsplit(",", 1)[1] for line in lines]}
+    tables["cat"] = lines
+    for name, table in tables.items():
+        path = store.parent / f"{name}.csv"
+        path.write_text("\n".join(table) + "\n")
+        extra = ["--categorical", "colour"] if name == "cat" else []
+        arguments = [str(path), "--label", "label", "--store", str(store), "--name", name]
+        run(
+            build_parser().parse_args([*arguments, "--quiet", "--epochs", "3", *extra]),
+            io.StringIO(),
+        )
+    with TestClient(make_app(store, model="num")) as client:
+        metadata = client.get("/v2/models/num").json()
+        assert metadata["inputs"][0]["shape"] == [-1, 2]
+        assert metadata["parameters"]["feature_names"] == ["age", "size"]
+        native = client.post("/predict", json={"instances": [[None, 0.5]]}).json()
+        header = json.dumps(
+            {"inputs": [{**_tensor(None, [1, 2]), "parameters": {"binary_data_size": 16}}]}
+        ).replace(', "data": null', "")
+        answer = client.post(
+            "/v2/models/num/infer",
+            content=header.encode() + np.array([np.nan, 0.5]).tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        np.testing.assert_array_equal(_probabilities(answer), native["probabilities"])
+        assert client.get("/v2/models/cat").json()["parameters"]["feature_names"] == [
+            "age",
+            "size",
+            "colour",
+        ]
+        _v2_error(
+            client.post("/v2/models/cat/infer", json={"inputs": [_tensor([1, 2, 3], [1, 3])]}),
+            400,
+            "invalid_request",
+            "inputs[0] ('input'): model 'cat' has categorical features (colour), which a numeric "
+            "tensor cannot carry: send its rows to POST /predict (of a service started with "
+            "--model cat)",
+        )
