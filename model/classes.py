@@ -34,7 +34,8 @@ MAX_CLASSES = 10_000  # a model never grows beyond this many classes (weights d 
 def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
     """The sorted distinct labels of ``y: (m,)`` that are not among ``classes: (k,)``
     (sorted). Raises :class:`UnknownLabelError` for a label of another kind than the classes'
-    (a string for integer classes, a boolean anywhere), naming its row."""
+    (a string for integer classes, a boolean anywhere) or for an empty string, naming its
+    row."""
     values = list(y) if not isinstance(y, np.ndarray) else y.tolist()
     if isinstance(y, (str, bytes)) or not values:
         return classes[:0]
@@ -48,6 +49,12 @@ def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
                 field="labels",
                 row=row,
             )
+    # A new class's name is never empty (POST /models agrees; V2 answers "" for no class).
+    if kind not in "iu" and "" in values and "" not in classes.tolist():
+        row = values.index("")
+        raise UnknownLabelError(
+            f"labels: expected a non-empty string, got '' at row {row}", field="labels", row=row
+        )
     labels = np.asarray(values, dtype=np.int64 if kind in "iu" else None)
     if not classes.shape[0]:
         return np.unique(labels)

@@ -67,6 +67,14 @@ def test_partial_fit_grows_only_when_allowed() -> None:
     assert np.mean(growing.predict(X[1000:]) == y[1000:]) > 0.85
 
 
+def test_an_empty_string_never_becomes_a_class() -> None:
+    X, _ = digits()
+    model = create_estimator([f"p{i}" for i in range(64)], ["cat"], allow_new_classes=True)
+    with pytest.raises(UnknownLabelError, match="expected a non-empty string, got '' at row 1"):
+        model.partial_fit(X[:3], ["dog", "", "cat"])
+    assert model.classes_.tolist() == ["cat"] and model.state_.step == 0
+
+
 def test_the_store_replays_growth_bit_for_bit(tmp_path: Path) -> None:
     X, y = digits(seed=2)
     order = np.argsort(y[:400], kind="stable")  # classes met one after another
