@@ -105,7 +105,7 @@ async def apply_update(
             force=bool(body.force),
         )
     )
-    state.metrics.set_traffic_drift(runtime.traffic_drift())
+    _publish_drift(state, runtime)
     report = result.report
     state.metrics.updates_applied.inc()
     state.metrics.rows_trained.inc(report.n - result.held_out)  # held-out rows: guard set
@@ -127,6 +127,13 @@ def count_refusal(state: AppState, runtime: Runtime, exc: ModelError | ApiError)
         reason = f"{exc.code}:{exc.details.get('reason')}"
     state.metrics.updates_rejected.labels(reason).inc()
     if isinstance(exc, UpdateRejectedError):  # judged: the traffic's drift test saw it
+        _publish_drift(state, runtime)
+
+
+def _publish_drift(state: AppState, runtime: Runtime) -> None:
+    """The traffic drift gauges describe the default model (the native routes'): an update
+    of another model (V2 by name) leaves them as they are."""
+    if runtime is state.runtime:
         state.metrics.set_traffic_drift(runtime.traffic_drift())
 
 
