@@ -146,7 +146,7 @@ class Outage:
 
     def _mark_down(self, reason: StoreError) -> None:
         if self._reason is None or self._reason.message != reason.message:
-            log.warning("store marked down, calls fail at once until it answers: %s", reason.message)
+            log.warning("store down, calls fail at once until it answers: %s", reason.message)
         self._reason = reason
         if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._watch, name="store-probe", daemon=True)
