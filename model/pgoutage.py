@@ -146,7 +146,7 @@ class Outage:
 
     def _mark_down(self, reason: StoreError) -> None:
         if self._reason is None or self._reason.message != reason.message:
-            log.warning("store down, calls fail at once until it answers: %s", reason.message)
+            log.info("store down, calls fail at once until it answers: %s", reason.message)
         self._reason = reason
         if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._watch, name="store-probe", daemon=True)
@@ -163,7 +163,7 @@ class Outage:
                 self._reason = None
                 self._answered = time.monotonic()
                 self._thread = None
-            log.warning("the store answers again")
+            log.info("the store answers again")
             self._on_back()
             return
         with self._lock:
