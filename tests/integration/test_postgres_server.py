@@ -137,7 +137,9 @@ def test_kill_and_database_outage_lose_nothing_acknowledged(
         running_server(database, tmp_path / "a", *FLAGS) as doomed,  # type: ignore[arg-type]
         running_server(database, tmp_path / "b", *FLAGS) as survivor,  # type: ignore[arg-type]
         TrainStream(doomed, batches[:150]) as stream_a,
-        TrainStream(survivor, batches[150:], reconnect=True) as stream_b,
+        # 503s are immediate during the outage: its clients retry the same minibatch after
+        # Retry-After (or the outage would use up every minibatch in a second).
+        TrainStream(survivor, batches[150:], reconnect=True, resend_after_503=True) as stream_b,
     ):
         stream_a.start(4)
         stream_b.start(4)
