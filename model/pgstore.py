@@ -37,8 +37,14 @@ LISTENs on its own connection and calls a listener with the model's name; when t
 drops it calls the listener with ``""`` (anything may change unseen from now on), reconnects
 with backoff and says so through :attr:`ChangeFeed.live`, so a caller polls meanwhile.
 
-**Outages.** Any failure to reach the server (refused, reset, pool timeout) raises
-:class:`~model.errors.StoreUnavailableError`; the pool reconnects by itself.
+**Outages** (:mod:`model.pgoutage`). Any failure to reach the server (refused, reset, pool
+timeout) raises :class:`~model.errors.StoreUnavailableError`. Once a connection attempt fails
+the store is marked down: every call needing a new connection raises at once, without waiting
+for the pool, while a thread probes the server every quarter second; when it answers, the
+watchers are told ``""`` (anything may have changed) and the pool connects afresh. A store
+object can be built while the server is unreachable: it starts marked down and creates or
+migrates the schema when the server first answers. A server that answers but refuses (wrong
+password, no such database, a newer schema) is a :class:`~model.errors.StoreError` at once.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from .errors import (
     StoreUnavailableError,
     VersionNotFoundError,
 )
+from .pgoutage import Outage, connection_failure
 from .store import Head, check_model_name
 
 __all__ = ["CHANNEL", "SCHEMA_VERSION", "ChangeFeed", "PostgresArtifactStore", "migrate"]
@@ -78,6 +85,10 @@ SCHEMA_VERSION = 1
 # advisory locks (keyed by one bigint or another class) never contend with ours.
 _LOCK_CLASS = 0x50F7
 _META_CACHE_SIZE = 4096
+# How long a caller waits for a pooled connection before the server is probed (a refused
+# probe marks the store down and fails the call at once; an answer waits on, up to the
+# store's connect_timeout: the pool is only busy).
+_FIRST_WAIT = 0.25
 _ALLOWED_KINDS = frozenset("biufU")
 
 # Each step brings the schema from version i to i + 1; run in one transaction under a lock.
@@ -102,24 +113,6 @@ _MIGRATIONS: list[str] = [
     );
     """,
 ]
-
-
-def _unavailable(address: str, exc: BaseException) -> StoreUnavailableError:
-    return StoreUnavailableError(
-        f"the PostgreSQL store {address} is unreachable ({str(exc).strip() or type(exc).__name__})"
-        "; retry shortly"
-    )
-
-
-@contextlib.contextmanager
-def _reaching(address: str) -> Iterator[None]:
-    """Turn a lost or refused connection into StoreUnavailableError."""
-    try:
-        yield
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        if isinstance(exc, psycopg.errors.LockNotAvailable):
-            raise
-        raise _unavailable(address, exc) from exc
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
@@ -179,9 +172,15 @@ def decode_arrays(data: bytes, where: str) -> dict[str, NDArray[Any]]:
 class ChangeFeed:
     """A thread LISTENing for the store's notifications; ``live`` while it is connected."""
 
-    def __init__(self, address: str, listener: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        address: str,
+        listener: Callable[[str], None],
+        on_lost: Callable[[], object] | None = None,
+    ) -> None:
         self.address = address
         self.listener = listener
+        self._on_lost = on_lost  # told when the connection drops (the store probes the server)
         self._live = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-listen", daemon=True)
@@ -210,6 +209,8 @@ class ChangeFeed:
                 if self._live.is_set():
                     log.warning("store notifications lost (%s); polling until back", exc)
                     self._live.clear()
+                    if self._on_lost is not None:
+                        self._on_lost()
                     self.listener("")  # the caller polls from now on: at once, then often
             finally:
                 self._live.clear()
@@ -239,6 +240,7 @@ class PostgresArtifactStore:
     ) -> None:
         self.address = address
         self.lock_timeout = lock_timeout
+        self.connect_timeout = connect_timeout
         self.syncs = 0
         self.on_sync: Callable[[int], None] | None = None
         self._pool = ConnectionPool(
@@ -256,17 +258,50 @@ class PostgresArtifactStore:
             name="softmax-store",
             open=False,
         )
+        self._pool_opened = False  # opened once the server first answered (no noise before)
+        self._migrated = False
         self._held = threading.local()
         self._meta_cache: dict[tuple[str, int], dict[str, Any]] = {}
         self._cache_lock = threading.Lock()
         self._feeds: list[ChangeFeed] = []
-        self._pool.open(wait=False)
+        self._outage = Outage(self._probe, self._back)
         try:
-            with _reaching(self._shown), self._pool.connection() as conn:
-                migrate(conn)
+            self._probe()
+        except StoreUnavailableError as exc:
+            self._outage.failed(exc)  # transient: start marked down, probing until it answers
         except BaseException:
-            self._pool.close()
+            self.close()
             raise
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store is marked unreachable now (None while it is not)."""
+        reason = self._outage.reason
+        return reason.message if reason is not None else None
+
+    def _probe(self) -> None:
+        """Connect once, directly (for the driver's own reason if it fails), creating or
+        migrating the schema the first time; open the pool once the server answered.
+        StoreUnavailableError if the failure is transient, else StoreError."""
+        try:
+            with psycopg.connect(
+                self.address, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            ) as conn:
+                if self._migrated:
+                    conn.execute("SELECT 1")
+                else:
+                    migrate(conn)
+                    self._migrated = True
+        except psycopg.Error as exc:
+            raise connection_failure(self._shown, exc) from exc
+        if not self._pool_opened:
+            self._pool.open(wait=False)
+            self._pool_opened = True
+
+    def _back(self) -> None:
+        """The server answers again: whatever changed meanwhile is for the watchers to see."""
+        for feed in list(self._feeds):
+            feed.listener("")
 
     @property
     def _shown(self) -> str:
@@ -282,6 +317,7 @@ class PostgresArtifactStore:
         return f"the store {self._shown}"
 
     def close(self) -> None:
+        self._outage.close()
         for feed in self._feeds:
             feed.close()
         self._pool.close()
@@ -292,14 +328,47 @@ class PostgresArtifactStore:
         return held.get(model)
 
     @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Turn a lost or refused connection into StoreUnavailableError; the server is probed
+        (and the store marked down if it does not answer)."""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise
+            self._outage.confirm()
+            unavailable = connection_failure(self._shown, exc)
+            raise StoreUnavailableError(unavailable.message) from exc
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection. While the store is marked down: StoreUnavailableError
+        at once. A wait past :data:`_FIRST_WAIT` probes the server: not answering, the store is
+        marked down and the call fails at once; answering, the wait goes on."""
+        self._outage.check()
+        wait = min(self.connect_timeout, _FIRST_WAIT)
+        try:
+            conn = self._pool.getconn(timeout=wait)
+        except PoolTimeout:
+            if not self._outage.confirm():
+                self._outage.check()
+            with self._reaching():
+                conn = self._pool.getconn(timeout=max(self.connect_timeout - wait, 0.001))
+        try:
+            with self._reaching(), conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextlib.contextmanager
     def _conn(self, model: str | None = None) -> Iterator[psycopg.Connection[Any]]:
         """The lock holder's connection for ``model``, else a pooled autocommit one."""
         held = self._holding(model) if model is not None else None
         if held is not None:
-            with _reaching(self._shown):
+            with self._reaching():
                 yield held
             return
-        with _reaching(self._shown), self._pool.connection() as conn:
+        with self._pooled() as conn:
             yield conn
 
     def _require_lock(self, model: str) -> psycopg.Connection[Any]:
@@ -449,7 +518,7 @@ class PostgresArtifactStore:
             yield
             return
         held: dict[str, psycopg.Connection[Any]] = self._held.__dict__.setdefault("conns", {})
-        with _reaching(self._shown), self._pool.connection() as conn:
+        with self._pooled() as conn:
             try:
                 conn.execute(
                     "INSERT INTO softmax_models (name) VALUES (%s) ON CONFLICT DO NOTHING",
@@ -494,7 +563,7 @@ class PostgresArtifactStore:
         """Store ``record`` as the next version (active unless ``activate=False``). Requires
         the lock. ``durable=False`` leaves the commit to the next :meth:`sync`."""
         conn = self._require_lock(model)
-        with _reaching(self._shown):
+        with self._reaching():
             row = conn.execute(
                 "SELECT last_version, active FROM softmax_models WHERE name = %s", (model,)
             ).fetchone()
@@ -539,7 +608,7 @@ class PostgresArtifactStore:
         conn = self._require_lock(model)
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             return
-        with _reaching(self._shown):
+        with self._reaching():
             conn.commit()
         written = self._written()
         if model in written:  # not the end of a transaction that only read
@@ -554,7 +623,7 @@ class PostgresArtifactStore:
     def activate(self, model: str, version: int) -> None:
         """Make an existing version active (committed on return). Requires the lock."""
         conn = self._require_lock(model)
-        with _reaching(self._shown):
+        with self._reaching():
             found = conn.execute(
                 "SELECT 1 FROM softmax_versions WHERE model = %s AND version = %s",
                 (model, version),
@@ -569,7 +638,7 @@ class PostgresArtifactStore:
     def set_kept(self, model: str, version: int, kept: bool) -> None:
         """Mark or unmark a version as exempt from retention. Requires the lock."""
         conn = self._require_lock(model)
-        with _reaching(self._shown):
+        with self._reaching():
             done = conn.execute(
                 "UPDATE softmax_versions SET kept = %s WHERE model = %s AND version = %s",
                 (kept, model, version),
@@ -586,7 +655,7 @@ class PostgresArtifactStore:
     def remove_many(self, model: str, versions: Sequence[int]) -> None:
         """Delete versions (retention), in one transaction. Requires the lock."""
         conn = self._require_lock(model)
-        with _reaching(self._shown):
+        with self._reaching():
             conn.execute(
                 "DELETE FROM softmax_versions WHERE model = %s AND version = ANY(%s)",
                 (model, list(versions)),
@@ -602,6 +671,6 @@ class PostgresArtifactStore:
         """Call ``listener(model)`` after each commit that adds a version of ``model`` or
         moves its active version (``""``: after connecting and after losing the connection:
         anything may have changed)."""
-        feed = ChangeFeed(self.address, listener)
+        feed = ChangeFeed(self.address, listener, on_lost=self._outage.confirm)
         self._feeds.append(feed)
         return feed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits
 
 from model import LoadedModel, LocalArtifactStore
-from model.errors import ModelError
+from model.errors import ModelError, StoreUnavailableError
 from model.pgstore import PostgresArtifactStore
 
 from .body import BodyLimitMiddleware
@@ -121,7 +122,8 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         # (and workers) at once; BLAS threads of their own only contend for the same cores.
         blas = threadpool_limits(limits=1, user_api="blas")
         _log_access(state.settings, state.access)
-        runtime.resolve_name()  # several models and no --model: refuse to start
+        with contextlib.suppress(StoreUnavailableError):  # not reachable yet: see _load_active
+            runtime.resolve_name()  # several models and no --model: refuse to start
         await _load_active(state.settings, runtime)
         runtime.start_polling(state.settings.reload_interval)
         state.registry.start_polling(state.settings.reload_interval)
@@ -155,20 +157,23 @@ def _log_access(settings: Settings, access: Access) -> None:
 
 
 async def _load_active(settings: Settings, runtime: Runtime) -> None:
-    """Load the active model if there is one; an empty store starts unready, said once."""
+    """Load the active model if there is one. A store that cannot be reached yet, or an empty
+    one, starts the service live but not ready (said once, and in /health/ready): the pollers
+    load the model as soon as it is there."""
+    await run_in_threadpool(runtime.reload)  # logs an outage or a failure to load
+    if runtime.current is not None or runtime.problem is not None:
+        return
     try:
-        await run_in_threadpool(runtime.refresh)
-    except ModelError as exc:
-        log.error("could not load the active model: %s (retrying)", exc.message)
-    if runtime.current is None:
         others = runtime.repository.models()
-        log.warning(
-            "%s holds no model%s yet%s: not ready until one is created (POST /models) or "
-            "trained into it",
-            runtime.repository,
-            f" {settings.model!r}" if settings.model else "",
-            f" (it holds {', '.join(others)})" if others else "",
-        )
+    except ModelError:
+        others = []
+    log.warning(
+        "%s holds no model%s yet%s: not ready until one is created (POST /models) or "
+        "trained into it",
+        runtime.repository,
+        f" {settings.model!r}" if settings.model else "",
+        f" (it holds {', '.join(others)})" if others else "",
+    )
 
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model import ModelRepository
-from model.errors import ModelError
+from model.errors import ModelError, StoreUnavailableError
 from model.guard import GuardPolicy
 from model.stores import is_database, open_store
 
@@ -272,7 +272,9 @@ def startup_problem(settings: Settings) -> str | None:
     """A settings mistake that must stop start-up, in one line naming the flag, or None.
 
     A store that exists but holds no model yet, or not the ``--model`` named, is no mistake:
-    the service starts unready until the model is created (``POST /models``) or trained.
+    the service starts unready until the model is created (``POST /models``) or trained. Nor
+    is a database that cannot be reached yet; one that answers and refuses (a wrong password,
+    no such database, a newer schema) is.
     """
     try:
         keyring_for(settings)
@@ -285,10 +287,14 @@ def startup_problem(settings: Settings) -> str | None:
         )
     try:
         repository = build_repository(settings)
-    except ModelError as exc:  # a database that cannot be reached or is too new
+    except ModelError as exc:  # a database that refuses this service, or is too new
         return f"--store (SOFTMAX_STORE): {exc.message}"
     try:
         names = repository.models()
+    except StoreUnavailableError:
+        # Not reachable yet (refused, timed out, a name not resolvable yet: model.pgoutage):
+        # the service starts live but not ready, and becomes ready when the database answers.
+        return None
     except ModelError as exc:
         return f"--store (SOFTMAX_STORE): {exc.message}"
     finally:

@@ -136,6 +136,9 @@ class Runtime:
         # Why the store could not be read at the last reload (None: it could): /health/ready
         # reports it while /predict goes on serving the model in memory.
         self.store_problem: str | None = None
+        # Why the last reload loaded nothing although the store answered (None: it did not
+        # fail): several models and no --model, a version that does not load.
+        self.load_problem: str | None = None
         self._poller: threading.Thread | None = None
 
     # ------------------------------------------------------------------ naming
@@ -162,12 +165,24 @@ class Runtime:
         """The version being served; NoModelError (503) while there is none."""
         loaded = self.current
         if loaded is None:
-            wanted = f"model {self.requested_name!r}" if self.requested_name else "model"
-            raise NoModelError(
-                f"no model is loaded: {self.repository} holds no {wanted} yet "
-                "(create one with POST /models, or train one with python -m model.train)"
-            )
+            raise NoModelError(f"no model is loaded: {self.unready_reason()}")
         return loaded
+
+    def unready_reason(self) -> str:
+        """Why no model is served yet, for the 503s meanwhile."""
+        if self.problem is not None:
+            return self.problem
+        wanted = f"model {self.requested_name!r}" if self.requested_name else "model"
+        return (
+            f"{self.repository} holds no {wanted} yet (create one with POST /models, or "
+            "train one with python -m model.train)"
+        )
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last reload failed (the store unreachable, or a model that did not load),
+        None if it did not."""
+        return self.store_problem or self.load_problem
 
     # ------------------------------------------------------------------ reload
     def refresh(self) -> bool:
@@ -205,19 +220,30 @@ class Runtime:
         :data:`NOTIFIED_POLL_FACTOR` intervals is only a safety net."""
         live = self.repository.watch(self._notified)
         self._poller = start_poller(
-            "store-poller", interval, self._stop, self._poll, wake=self._wake, live=live
+            "store-poller", interval, self._stop, self.reload, wake=self._wake, live=live
         )
 
-    def _poll(self) -> None:
-        """One background reload: a store outage is remembered (health says degraded) and
-        what is loaded keeps being served."""
+    def reload(self) -> None:
+        """One reload that never raises a ModelError: a store outage is remembered in
+        ``store_problem`` (health says degraded, or why not ready) and what is loaded keeps
+        being served; another failure to load is remembered in ``load_problem``. Each is
+        logged when it changes."""
         try:
             self.refresh()
-            self.store_problem = None
         except StoreUnavailableError as exc:
             if self.store_problem is None:
-                log.warning("store unavailable, serving what is loaded: %s", exc.message)
+                serving = "serving what is loaded" if self.current else "not ready until it is"
+                log.warning("store unavailable, %s: %s", serving, exc.message)
             self.store_problem = exc.message
+            return
+        except ModelError as exc:
+            if exc.message != self.load_problem:
+                log.error("could not load the active model: %s (retrying)", exc.message)
+            self.store_problem, self.load_problem = None, exc.message
+            return
+        if self.store_problem is not None:
+            log.warning("store available again")
+        self.store_problem = self.load_problem = None
 
     def _notified(self, model: str) -> None:
         if not model or model == self.name:

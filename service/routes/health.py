@@ -28,11 +28,13 @@ async def live() -> dict[str, Any]:
     responses=error_responses(503),
 )
 async def ready(state: State) -> Any:
-    """Ready only when a model is loaded; "degraded" (still 200: /predict serves the model in
-    memory) while the store cannot be reached, saying why."""
+    """Ready only when a model is loaded (else 503 saying why: no model yet, or the store not
+    reachable yet); "degraded" (still 200: /predict serves the model in memory) while the
+    store cannot be reached, saying why."""
     loaded = state.runtime.current
-    if loaded is None:
-        raise NoModelError("not ready: no model is loaded yet")
+    if loaded is None:  # saying why: no model yet, or the store not reachable yet
+        why = state.runtime.problem
+        raise NoModelError("not ready: no model is loaded yet" + (f": {why}" if why else ""))
     problem = state.runtime.store_problem
     if problem is not None:
         return {

@@ -29,6 +29,9 @@ class TrainStream:
     server: Served
     batches: list[Minibatch]
     reconnect: bool = False  # on a dropped connection: go on (else: the server is gone)
+    # On a 503: wait its Retry-After and send the same minibatch again, as a client of a
+    # store outage does (else: go on with the next one).
+    resend_after_503: bool = False
     acknowledged: dict[int, Minibatch] = field(default_factory=dict)  # version -> minibatch
     per_client: list[list[int]] = field(default_factory=list)  # acknowledged, in order
     sent: list[Minibatch] = field(default_factory=list)
@@ -50,26 +53,34 @@ class TrainStream:
 
     def _client(self, order: list[int]) -> None:
         with self.server.client(timeout=15.0) as client:
-            while (batch := self._next()) is not None:
+            batch = self._next()
+            while batch is not None:
                 try:
                     response = client.post("/train", json=batch.payload())
                 except httpx.TransportError:
                     # This update is in flight, not acknowledged: it may or may not be stored.
                     if self.reconnect:
+                        batch = self._next()
                         continue
                     return
                 if response.status_code == 409 and '"update_rejected"' in response.text:
                     with self._lock:
                         self.rejected.append(batch)
+                    batch = self._next()
                     continue
                 if response.status_code != 200:
                     with self._lock:
                         self.refused.append(f"{response.status_code} {response.text}")
+                    if not (self.resend_after_503 and response.status_code == 503):
+                        batch = self._next()
+                    elif self._stop.wait(float(response.headers.get("Retry-After", "1"))):
+                        return
                     continue
                 version = int(response.json()["version"])
                 with self._lock:
                     self.acknowledged[version] = batch
                     order.append(version)
+                batch = self._next()
 
     def start(self, clients: int) -> None:
         for _ in range(clients):

@@ -137,7 +137,9 @@ def test_kill_and_database_outage_lose_nothing_acknowledged(
         running_server(database, tmp_path / "a", *FLAGS) as doomed,  # type: ignore[arg-type]
         running_server(database, tmp_path / "b", *FLAGS) as survivor,  # type: ignore[arg-type]
         TrainStream(doomed, batches[:150]) as stream_a,
-        TrainStream(survivor, batches[150:], reconnect=True) as stream_b,
+        # 503s are immediate during the outage: its clients retry the same minibatch after
+        # Retry-After (or the outage would use up every minibatch in a second).
+        TrainStream(survivor, batches[150:], reconnect=True, resend_after_503=True) as stream_b,
     ):
         stream_a.start(4)
         stream_b.start(4)
@@ -172,3 +174,61 @@ def test_kill_and_database_outage_lose_nothing_acknowledged(
     versions = check_stored(database, acknowledged)
     assert set(acknowledged) <= set(versions)
     assert versions == list(range(1, versions[-1] + 1))  # no gap: nothing half-written
+
+
+def timed_train(server: ServerProcess, batch: Minibatch) -> tuple[Any, float]:
+    started = time.monotonic()
+    response = server.post("/train", json=batch.payload(), timeout=30)
+    return response, time.monotonic() - started
+
+
+def test_started_before_the_database_then_fast_503s_during_an_outage(
+    database: str, database_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The service started while PostgreSQL is down is live, not ready (saying why), and
+    ready within a bound of the database starting, without a restart. During a later outage
+    /train answers 503 store_unavailable with Retry-After at once; after it, /train succeeds
+    and every acknowledged update is stored."""
+    batches = digits_minibatches(6, seed=3)
+    database_server.stop("fast")  # a clean stop: a quicker start
+    with running_server(database, tmp_path, *FLAGS, ready=False) as server:  # type: ignore[arg-type]
+        ready = server.get("/health/ready")
+        assert ready.status_code == 503, ready.text
+        message = ready.json()["error"]["message"]
+        assert message.startswith("not ready: no model is loaded yet: the PostgreSQL store")
+        assert "unreachable" in message and "Connection refused" in message
+        assert server.post("/train", json=batches[0].payload()).status_code == 503
+
+        database_server.start()
+        up = time.monotonic()
+        assert server.wait_ready(timeout=5)["version"] == 1
+        assert time.monotonic() - up < 2.0, "ready too long after the database started"
+        acknowledged = {}
+        for batch in batches[:2]:
+            response = server.post("/train", json=batch.payload())
+            assert response.status_code == 200, response.text
+            acknowledged[response.json()["version"]] = batch
+
+        database_server.stop("fast")  # a clean stop: a quicker start
+        answers = [timed_train(server, batch) for batch in batches[2:5]]
+        for response, seconds in answers:
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["type"] == "store_unavailable"
+            assert response.headers["Retry-After"] == "1"
+            assert seconds < 0.5, f"a 503 took {seconds:.3f} s"
+        assert answers[-1][1] < 0.25  # once marked down: at once (an HTTP round trip)
+        assert server.post("/predict", json={"instances": probe_rows()}).status_code == 200
+
+        database_server.start()
+        response = wait_until(
+            lambda: (
+                (r := server.post("/train", json=batches[5].payload())).status_code == 200 and r
+            ),
+            5,
+            interval=0.05,
+            what="/train to succeed after the database came back",
+        )
+        acknowledged[response.json()["version"]] = batches[5]
+        assert server.get("/health/ready").json()["status"] in ("ready", "degraded")
+    versions = check_stored(database, acknowledged)
+    assert set(acknowledged) <= set(versions) and sorted(acknowledged) == [2, 3, 4]

@@ -15,7 +15,7 @@ import pytest
 from model import ModelRepository, SoftmaxRegression, errors
 from model.artifact import Record
 from model.pgstore import SCHEMA_VERSION, PostgresArtifactStore
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, find_binaries
 
 
 def record(seed: int) -> Record:
@@ -124,3 +124,48 @@ def test_concurrent_updates_share_commits(postgres: PostgresServer) -> None:
         assert commits < 40  # fewer commits than updates
     finally:
         repository.close()
+
+
+def test_a_store_opened_before_its_server_fails_fast_then_serves() -> None:
+    """Built while nothing listens: calls fail at once (no pool wait), the schema is created
+    and the watchers told when the server starts, and a later outage fails fast again."""
+    binaries = find_binaries()
+    assert binaries is not None
+    server = PostgresServer(binaries)  # initialized, not started
+    heard: list[str] = []
+    try:
+        store = PostgresArtifactStore(server.url, connect_timeout=3.0)
+        store.watch(heard.append)
+        assert store.unavailable is not None and "Connection refused" in store.unavailable
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(errors.StoreUnavailableError, match="is unreachable"):
+                store.models()
+            assert time.monotonic() - started < 0.1  # not the pool's 3 s
+        server.start()
+        up = time.monotonic()
+        while store.unavailable is not None:
+            assert time.monotonic() - up < 2, "the store did not see the server start"
+            time.sleep(0.01)
+        assert "" in heard  # the watchers were told: anything may have changed
+        with store.lock("m"):
+            store.write("m", record(1))
+        assert store.versions("m") == [1]
+
+        server.stop("immediate")
+        started = time.monotonic()
+        with pytest.raises(errors.StoreUnavailableError):
+            store.models()  # the first call finds out (a probe, not the pool's 3 s wait)
+        assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        with pytest.raises(errors.StoreUnavailableError), store.lock("m"):
+            pass
+        assert time.monotonic() - started < 0.1
+        server.start()
+        deadline = time.monotonic() + 2
+        while store.unavailable is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.versions("m") == [1]  # what was committed is there
+        store.close()
+    finally:
+        server.remove()
