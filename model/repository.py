@@ -583,7 +583,9 @@ class ModelRepository:
             evidence = 0.0
             judged = replace(judged, accepted=verdict.accepted, reason=verdict.reason)
             history = replace(history, reference_version=current.version)
-            history = replace(history, reference_loss=loss_before, since_reference=0)
+            history = replace(
+                history, reference_loss=loss_before, since_reference=0, damage=0.0
+            )
         if verdict.accepted and not judged.accepted:
             self._refuse_or_log(current.name, judged, request.force)
         new_history = history.after(
@@ -593,6 +595,7 @@ class ModelRepository:
             current.version,
             loss_before,
             policy.reference_every,
+            loss_after - loss_before,
         )
         return judged, new_history
 
