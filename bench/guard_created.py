@@ -78,7 +78,9 @@ def streams(rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def run(X: np.ndarray, y: np.ndarray, batch: int, poison_after: int | None) -> dict[str, object]:
+def run(
+    X: np.ndarray, y: np.ndarray, batch: int, poison_after: int | None, verbose: bool = False
+) -> dict[str, object]:
     classes = np.unique(y)
     names = [f"f{i}" for i in range(X.shape[1])]
     outcomes: Counter[tuple[str, str]] = Counter()
@@ -104,6 +106,14 @@ def run(X: np.ndarray, y: np.ndarray, batch: int, poison_after: int | None) -> d
                 outcomes[(kind, "accepted")] += 1
             except UpdateRejectedError as exc:
                 outcomes[(kind, str(exc.details["reason"]))] += 1
+                if verbose:
+                    found = exc.details
+                    print(
+                        f"  batch {i} ({kind}): {found['reason']}, guard loss "
+                        f"{found['loss_before']:.3f} -> {found['loss_after']:.3f}, "
+                        f"{found['loss_vs_reference'] - found['reference_loss']:+.3f} since "
+                        f"v{found['reference_version']}, {found['guard_rows']} guard rows"
+                    )
             except OutOfRangeError:
                 outcomes[(kind, "out_of_range")] += 1
     honest = sum(v for (k, _), v in outcomes.items() if k == "honest")
@@ -116,12 +126,15 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--poison-after", type=int, default=None)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--verbose", action="store_true", help="print every refusal's figures")
     args = parser.parse_args()
     for name, (X, y) in streams(args.rows).items():
         if args.only and name not in args.only:
             continue
         started = time.perf_counter()
-        found = run(np.asarray(X, np.float64), np.asarray(y), args.batch, args.poison_after)
+        found = run(
+            np.asarray(X, np.float64), np.asarray(y), args.batch, args.poison_after, args.verbose
+        )
         outcomes: Counter[tuple[str, str]] = found["outcomes"]  # type: ignore[assignment]
         for kind in ("honest", "poisoned"):
             total = sum(v for (k, _), v in outcomes.items() if k == kind)
@@ -129,7 +142,9 @@ def main() -> int:
                 continue
             refused = total - outcomes[(kind, "accepted")]
             reasons = ", ".join(
-                f"{r}={c}" for (k, r), c in sorted(outcomes.items()) if k == kind and r != "accepted"
+                f"{r}={c}"
+                for (k, r), c in sorted(outcomes.items())
+                if k == kind and r != "accepted"
             )
             print(
                 f"{name:22s} {kind:8s} refused {refused:5d} of {total:5d} "

@@ -26,7 +26,9 @@ and leaves it unchanged.
 * **Damage since a reference** (reason ``guard_loss_total``): the log-loss the updates since
   the reference version added on the guard set's fixed rows (the offline validation rows,
   which no update evicts; all rows when fewer than ``min_rows`` are offline), with the
-  candidate's, may be at most ``max_total_loss_increase``, unless the update lowers the loss.
+  candidate's, may be at most ``max_total_loss_increase`` (times the active model's loss on
+  those rows when it is above 1: a relative budget at high loss, where an honest step's
+  noise grows with the loss), unless the update lowers the loss.
   It is measured *paired*: each applied update adds its own increase, the candidate's loss
   minus the active model's on the same rows (``damage``). On fixed offline rows that sum is
   the candidate's loss minus the reference's, as it always was; on a guard set that the
@@ -69,6 +71,7 @@ class GuardHistory:
     reference_loss: float = 0.0
     since_reference: int = 0
     damage: float = 0.0
+    fresh: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class GuardHistory:
             "reference_loss": self.reference_loss,
             "since_reference": self.since_reference,
             "damage": self.damage,
+            "fresh": self.fresh,
         }
 
     @classmethod
@@ -96,6 +100,7 @@ class GuardHistory:
             reference_loss=reference_loss,
             since_reference=int(data["since_reference"]),
             damage=float(data.get("damage", loss - reference_loss)),
+            fresh=int(data.get("fresh", 0)),
         )
 
     def after(
@@ -107,9 +112,11 @@ class GuardHistory:
         parent_loss: float,
         reference_every: int,
         increase: float = 0.0,
+        held: int = 0,
     ) -> GuardHistory:
         """The state after an applied update (pure) whose loss on the guard rows is
-        ``increase`` above its parent's. A forced update adds no evidence (its damage counts)."""
+        ``increase`` above its parent's and which held ``held`` rows out for the guard set.
+        A forced update adds no evidence (its damage and its rows count)."""
         pooled, keys = self.pooled, self.keys
         if not forced:
             pooled = max(0.0, pooled + evidence)
@@ -122,7 +129,7 @@ class GuardHistory:
                     keys.pop(key, None)
         since = self.since_reference + 1
         if since >= reference_every:  # the parent (the version judged against) takes over
-            return GuardHistory(pooled, keys, parent_version, parent_loss, 0, increase)
+            return GuardHistory(pooled, keys, parent_version, parent_loss, 0, increase, held)
         return GuardHistory(
             pooled,
             keys,
@@ -130,6 +137,7 @@ class GuardHistory:
             self.reference_loss,
             since,
             self.damage + increase,
+            self.fresh + held,
         )
 
 
@@ -155,11 +163,16 @@ def surprise_evidence(batch_losses: Float, before: GuardFigures, suspect_rate: f
     return (flagged * surprising + (rows - flagged) * ordinary) / rows
 
 
-def fixed_loss(found: GuardFigures, offline: int, min_rows: int) -> float:
+def fixed_loss(found: GuardFigures, offline: int, min_rows: int, fresh: int = 0) -> float:
     """The mean loss over the guard set's fixed rows: its first ``offline`` rows (the offline
-    validation split, which no update evicts) when there are ``min_rows`` of them, else all."""
+    validation split, which no update evicts) when there are ``min_rows`` of them; else the
+    rows held out before the reference (all but the newest ``fresh``) when there are
+    ``min_rows`` of them; else all."""
     if offline >= min_rows:
         return float(found.losses[:offline].mean())
+    older = found.losses.shape[0] - fresh
+    if fresh > 0 and older >= min_rows:
+        return float(found.losses[:older].mean())
     return found.log_loss
 
 
@@ -177,16 +190,19 @@ def judge_history(
     ``loss_before`` and ``loss_after`` are the active and the candidate model's loss on the
     fixed guard rows (:func:`fixed_loss`), on the same rows: the damage since the reference is
     ``history.damage`` plus their difference. The verdict's ``reference_loss`` is the
-    reference's loss carried to these rows: ``loss_after`` minus that damage."""
+    reference's loss carried to these rows: ``loss_after`` minus that damage; its
+    ``max_total_loss_increase`` the budget that applied (``policy``'s, times ``loss_before``
+    when that is above 1)."""
     limit = math.log(1.0 / policy.surprise_alpha)
     pooled = max(0.0, history.pooled + evidence)
     mine = max(0.0, history.keys.get(key, 0.0) + evidence) if key is not None else 0.0
     damage = history.damage + (loss_after - loss_before)
+    budget = policy.max_total_loss_increase * max(1.0, loss_before)
     reason: Reason | None = verdict.reason
     if reason is None:
         if evidence > 0 and max(pooled, mine) > limit:
             reason = "surprise_pooled"
-        elif damage > policy.max_total_loss_increase and loss_after > loss_before:
+        elif damage > budget and loss_after > loss_before:
             reason = "guard_loss_total"
     return replace(
         verdict,
@@ -198,6 +214,6 @@ def judge_history(
         reference_version=history.reference_version,
         reference_loss=loss_after - damage,
         loss_vs_reference=loss_after,
-        max_total_loss_increase=policy.max_total_loss_increase,
+        max_total_loss_increase=budget,
         suspect_rate=policy.suspect_rate,
     )
