@@ -176,9 +176,7 @@ def test_an_honest_stream_from_zero_is_seldom_refused_at_a_high_loss(tmp_path: P
     honest batches refused (guard_loss_total); bench/guard_created.py for the larger streams."""
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(
-        4000, 20, n_informative=10, n_classes=10, flip_y=0.1, random_state=0
-    )
+    X, y = make_classification(4000, 20, n_informative=10, n_classes=10, flip_y=0.1, random_state=0)
     repository = created_repository(tmp_path, 20, holdout_every=10)  # the service's default
     refused, judged = 0, 0
     for start in range(0, 4000, 32):
