@@ -40,7 +40,10 @@ while it holds fewer than ``guard_min_rows`` (10) rows of some class of the mode
 alone may refuse an update (a learning rate x passes beyond ``guard_max_rate_ratio`` times the
 model's own), with the out-of-range check on the rows: the verdict and its figures are still
 recorded; the pooled surprise adds no evidence and the damage budget's reference restarts at
-each such version, so once every class has guard rows the budget counts from there. With
+each such version, so once every class has guard rows the budget counts from there. The
+budget is then paired, on the guard rows held out before its reference
+(:mod:`model.guard_history`): the stream renews such a guard set, and the reference's loss
+on the rows of its day is no measure of today's. With
 ``holdout_every`` 10 that window lasts about a hundred rows of the new class: the model
 has learnt it somewhat by then (with one held-out row as the bar, the guard refused most
 batches of classes 5-9 arriving together in bench_river's incremental synthetic stream, and

@@ -86,9 +86,10 @@ class GuardPolicy:
     min_rows: int = 10
     max_abs_z: float = 500.0
     # Across updates (model/guard_history.py): the pooled surprise test looks for a stream
-    # whose rows are surprising at this rate or more; the guard-set log-loss may rise by at
-    # most max_total_loss_increase over the reference version's, which moves to the active
-    # version after every reference_every accepted updates.
+    # whose rows are surprising at this rate or more; the updates since the reference version
+    # may raise the guard-set log-loss by at most max_total_loss_increase (paired, times the
+    # loss above 1), the reference moving to the active version after every reference_every
+    # accepted updates.
     suspect_rate: float = 0.5
     max_total_loss_increase: float = 0.05
     reference_every: int = 25

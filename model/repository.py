@@ -568,9 +568,14 @@ class ModelRepository:
         before = current.guard_figures(policy.surprise_quantile)
         assert before is not None  # judged: the guard set has rows
         offline = current.guard.offline
-        loss_before = fixed_loss(before, offline, policy.min_rows)
-        loss_after = fixed_loss(after, offline, policy.min_rows)
-        history = GuardHistory.of(current.meta.guard_history, current.version, loss_before)
+        history = GuardHistory.of(
+            current.meta.guard_history,
+            current.version,
+            fixed_loss(before, offline, policy.min_rows),
+        )
+        # Paired, on the rows held out before the reference (model.guard_history).
+        loss_before = fixed_loss(before, offline, policy.min_rows, history.fresh)
+        loss_after = fixed_loss(after, offline, policy.min_rows, history.fresh)
         evidence = surprise_evidence(step.before[0], before, policy.suspect_rate)
         judged = judge_history(
             verdict, history, evidence, request.key, loss_before, loss_after, policy
@@ -583,7 +588,9 @@ class ModelRepository:
             evidence = 0.0
             judged = replace(judged, accepted=verdict.accepted, reason=verdict.reason)
             history = replace(history, reference_version=current.version)
-            history = replace(history, reference_loss=loss_before, since_reference=0)
+            history = replace(
+                history, reference_loss=loss_before, since_reference=0, damage=0.0, fresh=0
+            )
         if verdict.accepted and not judged.accepted:
             self._refuse_or_log(current.name, judged, request.force)
         new_history = history.after(
@@ -593,6 +600,8 @@ class ModelRepository:
             current.version,
             loss_before,
             policy.reference_every,
+            loss_after - loss_before,
+            int(step.held.sum()),
         )
         return judged, new_history
 

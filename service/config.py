@@ -146,7 +146,9 @@ class Settings(BaseSettings):
         GuardPolicy.max_total_loss_increase,
         gt=0,
         le=100,
-        description="most the guard-set log-loss may rise over the reference version's",
+        description="most the guard-set log-loss may rise over the reference version's "
+        "(summed over the updates since, each on the rows it was judged on; times the loss "
+        "when it is above 1)",
     )
     guard_reference_every: int = Field(
         GuardPolicy.reference_every,

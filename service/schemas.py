@@ -211,7 +211,8 @@ class VersionDetail(VersionSummary):
     guard_history: dict[str, Any] | None = Field(
         None,
         description="the guard's state across updates after this version (pooled surprise "
-        "overall and per key name, the damage budget's reference version and loss); null for "
+        "overall and per key name, the damage budget's reference version and loss, the damage "
+        "since it and the guard rows held out since it); null for "
         "offline versions and updates not judged",
     )
     allow_new_classes: bool = Field(

@@ -10,7 +10,7 @@ import pytest
 
 from model import LocalArtifactStore, ModelRepository
 from model.data import load_builtin
-from model.errors import UnknownLabelError
+from model.errors import UnknownLabelError, UpdateRejectedError
 from model.growth import create_estimator, knows_every_class
 from model.guard import GuardPolicy, GuardSet
 from model.preprocessing import Standardizer
@@ -164,3 +164,63 @@ def test_a_request_read_against_the_layout_before_a_class_was_added_gets_409(
     with pytest.raises(ModelChangedError, match="other features or classes"):
         repository.update("m", [[1.0, 0.0]], ["x"], base=first)  # read against version 1
     assert LocalArtifactStore(tmp_path).versions("m") == before
+
+
+def created_repository(
+    root: Path, features: int, holdout_every: int = 5, **policy: float
+) -> ModelRepository:
+    repository = ModelRepository(
+        LocalArtifactStore(root), guard=GuardPolicy(**policy), holdout_every=holdout_every
+    )
+    names = [f"f{i}" for i in range(features)]
+    repository.create(create_estimator(names, allow_new_classes=True), "z")
+    return repository
+
+
+def test_an_honest_stream_from_zero_is_seldom_refused_at_a_high_loss(tmp_path: Path) -> None:
+    """A created model's guard set is renewed by the stream: the damage budget is paired (each
+    update's own increase on the rows it was judged on), not the candidate's loss on today's
+    rows against the reference's on the rows of its day. Measured before: 23 of these 125
+    honest batches refused (guard_loss_total); bench/guard_created.py for the larger streams."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(4000, 20, n_informative=10, n_classes=10, flip_y=0.1, random_state=0)
+    repository = created_repository(tmp_path, 20, holdout_every=10)  # the service's default
+    refused, judged = 0, 0
+    for start in range(0, 4000, 32):
+        try:
+            result = repository.update("z", X[start : start + 32], y[start : start + 32].tolist())
+            judged += result.verdict is not None and result.verdict.reference_version > 0
+        except UpdateRejectedError:
+            refused += 1
+    assert judged > 80  # the damage budget judged most of the stream
+    assert refused <= 1, refused  # at most 1% of 125 batches
+
+
+def test_a_poisoned_stream_after_warm_up_is_refused(tmp_path: Path) -> None:
+    X, y = digits(seed=0)
+    test = slice(1440, None)
+    # The surprise tests off (an alpha no p-value reaches): the damage budget alone.
+    for policy in ({}, {"surprise_alpha": 1e-200}):
+        repository = created_repository(tmp_path / str(len(policy)), 64, **policy)
+        for start in range(0, 1280, 32):  # honest warm-up: every batch accepted
+            repository.update("z", X[start : start + 32], y[start : start + 32].tolist())
+        warm = repository.load("z").estimator
+        accuracy = np.mean(warm.predict(X[test]) == y[test])
+        assert accuracy > 0.9
+        reasons = []
+        for start in range(1280, 1440, 4):  # labels moved to the next class, 4 rows at a time
+            try:
+                shifted = ((y[start : start + 4] + 1) % 10).tolist()
+                repository.update("z", X[start : start + 4], shifted)
+                reasons.append("accepted")
+            except UpdateRejectedError as exc:
+                reasons.append(exc.details["reason"])
+        poisoned = repository.load("z").estimator
+        if not policy:  # every one refused for its surprising labels
+            assert set(reasons) <= {"surprise", "surprise_pooled"}, reasons
+            assert np.array_equal(poisoned.state_.weights, warm.state_.weights)
+        else:  # the damage budget lets through at most its 0.05, then refuses
+            assert reasons.count("accepted") <= 20 and "guard_loss_total" in reasons, reasons
+            assert reasons[-10:].count("accepted") <= 2, reasons
+            assert np.mean(poisoned.predict(X[test]) == y[test]) > accuracy - 0.08

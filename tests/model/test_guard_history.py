@@ -75,19 +75,48 @@ def test_the_state_never_drops_below_zero_forgets_quiet_keys_and_trusts_forced_u
 def test_the_damage_budget_is_measured_from_a_reference_that_moves_every_so_often() -> None:
     history = GuardHistory.of(None, version=1, loss=0.20)
     fine = one_update(np.array([0.1]))
-    # 0.26 is 0.06 over the reference's 0.20: refused when it makes things worse ...
+    # An update from the reference (0.20 -> 0.24 on the guard rows) leaves 0.04 of damage.
+    history = history.after(-0.5, None, False, 1, 0.20, POLICY.reference_every, 0.04)
+    assert history.damage == pytest.approx(0.04)
+    # 0.26 is 0.06 over the reference's loss: refused when it makes things worse ...
     worse = judge_history(fine, history, -0.5, None, 0.24, 0.26, POLICY)
     assert worse.reason == "guard_loss_total" and worse.reference_version == 1
     assert "over version 1's 0.2000" in worse.explain()
     # ... but an update that lowers the loss is let through, however far above it is.
     assert judge_history(fine, history, -0.5, None, 0.27, 0.26, POLICY).accepted
     # The reference moves to the version judged against after reference_every updates.
-    for _ in range(POLICY.reference_every - 1):
+    for _ in range(POLICY.reference_every - 2):
         history = history.after(-0.5, None, False, 7, 0.25, POLICY.reference_every)
     assert history.reference_version == 1 and history.since_reference == 24
-    history = history.after(-0.5, None, False, 7, 0.25, POLICY.reference_every)
+    history = history.after(-0.5, None, False, 7, 0.25, POLICY.reference_every, 0.01)
     assert (history.reference_version, history.reference_loss) == (7, 0.25)
+    assert history.damage == pytest.approx(0.01)  # this update's, from its parent, version 7
     assert judge_history(fine, history, -0.5, None, 0.24, 0.26, POLICY).accepted
+
+
+def test_the_damage_is_paired_so_a_renewed_guard_set_is_not_read_as_damage() -> None:
+    """A created model's guard set is renewed by the stream: the loss of the reference on the
+    rows of its day says nothing about the rows of today. Only the updates' own increases,
+    each on the rows it was judged on, add up."""
+    history = GuardHistory.of(None, version=1, loss=0.80)
+    fine = one_update(np.array([0.1]))
+    # New held-out rows are harder (1.00 for the active model), the update lowers the loss on
+    # them: no damage, although 0.99 is 0.19 above the reference's 0.80 on older rows.
+    judged = judge_history(fine, history, -0.5, None, 1.00, 0.99, POLICY)
+    assert judged.accepted
+    history = history.after(-0.5, None, False, 1, 1.00, POLICY.reference_every, -0.01)
+    # Small honest increases pass; increases that add up past the budget are refused.
+    for step in range(6):
+        judged = judge_history(fine, history, -0.5, None, 1.0, 1.025, POLICY)
+        if not judged.accepted:
+            break
+        history = history.after(-0.5, None, False, 2 + step, 1.0, POLICY.reference_every, 0.025)
+    assert judged.reason == "guard_loss_total" and step == 2  # -0.01 + 3 x 0.025 > 0.05
+    assert judged.loss_vs_reference - judged.reference_loss == pytest.approx(0.065)
+    # A state stored before the damage was kept: the difference of the losses, as it was.
+    old = {"pooled": 0.0, "keys": {}, "reference_version": 1, "reference_loss": 0.2,
+           "since_reference": 3}  # fmt: skip
+    assert GuardHistory.of(old, 4, 0.23).damage == pytest.approx(0.03)
 
 
 def test_an_honest_stream_is_seldom_refused_whatever_its_batch_size() -> None:
