@@ -227,7 +227,7 @@ def _input(raw: Any, index: int, binary: memoryview, strict: bool) -> tuple[Tens
             field="inputs",
         )
     datatype = item.get("datatype")
-    if datatype != "BYTES" and datatype not in DATATYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
         raise InvalidRequestError(
             f"{where}.datatype: expected one of {', '.join([*DATATYPES, 'BYTES'])}, got "
             f"{describe_value(datatype)}",

@@ -97,6 +97,11 @@ def test_binary_outputs_and_bytes_elements(client: TestClient) -> None:
             "inputs[0] ('input').datatype: expected one of BOOL, UINT8, UINT16, UINT32, "
             "UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES, got 'FP8' (a string)",
         ),
+        (  # not a string at all (found by schemathesis: it was a 500)
+            {"inputs": [_tensor([1, 2, 3, 4], [1, 4], ["FP64"])]},  # type: ignore[arg-type]
+            "inputs[0] ('input').datatype: expected one of BOOL, UINT8, UINT16, UINT32, "
+            "UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES, got ['FP64']",
+        ),
         (
             {"inputs": [_tensor([1, 2, 3, 4], [1, 4], name="x")]},
             "inputs[0] ('x'): unknown input; this model takes 'input'",
