@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -301,7 +303,32 @@ def _from_validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"{where}{first['msg']}", field=field, row=row)
 
 
+class _Unavailable:
+    """Logs 503s (the store down, no model yet) once per error type and route every
+    ``every`` seconds, with how many like it were not logged since: an outage answers every
+    request at once, and one line per request would bury the log. Other 5xx are all logged."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # when logged, unlogged since
+
+    def log(self, request: Request, exc: ModelError | ApiError) -> None:
+        key = (exc.code, request.url.path)
+        now = time.monotonic()
+        with self._lock:
+            when, unlogged = self._last.get(key, (-math.inf, 0))
+            if now - when < self.every:
+                self._last[key] = (when, unlogged + 1)
+                return
+            self._last[key] = (now, 0)
+        more = f" ({unlogged} more like it in the last {self.every:g} s)" if unlogged else ""
+        log.error("%s %s: %s%s", request.method, request.url.path, exc.message, more)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    unavailable = _Unavailable()
+
     async def known(request: Request, exc: Exception) -> Response:
         if isinstance(exc, StarletteHTTPException):
             exc = _from_http_exception(request, exc)
@@ -309,7 +336,9 @@ def install_error_handlers(app: FastAPI) -> None:
             exc = _from_validation_error(exc)
         assert isinstance(exc, ModelError | ApiError)  # the classes registered below
         response = error_response_for(request.url.path, exc)
-        if response.status_code >= 500:
+        if response.status_code == 503:
+            unavailable.log(request, exc)
+        elif response.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
         return response
 

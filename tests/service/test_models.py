@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from starlette.requests import Request
 
 from model.errors import InvalidParameterError
+from service.errors import NoModelError, _Unavailable
 
 from .helpers import (
     AUTH,
@@ -169,6 +173,53 @@ def test_activate_changes_what_is_served(iris_client: TestClient, iris_store: Pa
 
 
 # ------------------------------------------------------------------ health and hot reload
+class _Collected(logging.Handler):
+    """The messages of one logger, whether or not it propagates to the root's handlers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.ERROR)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        self.logger.addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+def test_unavailable_answers_are_logged_once_per_route_and_type_not_per_request(
+    store: Path, make_app: AppFactory
+) -> None:
+    with _Collected("service.errors") as messages, TestClient(make_app(store)) as client:
+        for _ in range(20):
+            response = client.post("/predict", json={"instances": [[1, 2, 3, 4]]})
+            assert response.status_code == 503
+        for _ in range(5):
+            assert client.get("/health/ready").status_code == 503
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("POST /predict: no model is loaded")
+    assert messages[1] == "GET /health/ready: not ready: no model is loaded yet"
+
+
+def test_an_unavailable_answer_logged_later_says_how_many_were_not() -> None:
+    request = Request({"type": "http", "method": "POST", "path": "/train", "headers": []})
+    unavailable = _Unavailable(every=1.0)
+    with _Collected("service.errors") as messages:
+        for _ in range(3):
+            unavailable.log(request, NoModelError("no model is loaded"))
+        time.sleep(1.05)
+        unavailable.log(request, NoModelError("no model is loaded"))
+    assert messages == [
+        "POST /train: no model is loaded",
+        "POST /train: no model is loaded (2 more like it in the last 1 s)",
+    ]
+
+
 def test_empty_store_is_live_not_ready_then_reloads_a_new_model(
     store: Path, make_app: AppFactory
 ) -> None:
