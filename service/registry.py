@@ -27,7 +27,7 @@ from model import LoadedModel, ModelRepository
 from model.errors import ModelError, ModelNotFoundError
 from model.repository import check_model_name
 
-from .runtime import Runtime, start_poller
+from .runtime import Poller, Runtime
 
 __all__ = ["ModelRegistry", "footprint"]
 
@@ -87,9 +87,7 @@ class ModelRegistry:
         self._held: OrderedDict[str, Runtime] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()  # guards _held and _loading
         self._loading: dict[str, threading.Lock] = {}  # one load per name at a time
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # set by the store's change notifications
-        self._poller: threading.Thread | None = None
+        self._poller = Poller("registry-poller", self.refresh)
         self._evict_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ lookup
@@ -208,19 +206,13 @@ class ModelRegistry:
     def start_polling(self, interval: float) -> None:
         """Reload held models every ``interval`` seconds, and at once when the store notifies
         a change to one of them (PostgreSQL)."""
-        live = self.repository.watch(self._notified)
-        self._poller = start_poller(
-            "registry-poller", interval, self._stop, self.refresh, wake=self._wake, live=live
-        )
+        self._poller.start(interval, live=self.repository.watch(self._notified))
 
     def _notified(self, model: str) -> None:
         with self._lock:
             concerned = not model or model in self._held
         if concerned:
-            self._wake.set()
+            self._poller.wake()
 
     def stop_polling(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        self._poller.stop()

@@ -41,7 +41,7 @@ from model.repository import VersionDetail, VersionPage, check_model_name
 
 from .errors import NoModelError
 
-__all__ = ["Runtime", "Scores", "batch_digest", "start_poller"]
+__all__ = ["Poller", "Runtime", "Scores", "batch_digest"]
 
 log = logging.getLogger("service.runtime")
 
@@ -75,38 +75,46 @@ class Scores:
         return labels
 
 
-def start_poller(
-    name: str,
-    interval: float,
-    stop: threading.Event,
-    refresh: Callable[[], object],
-    *,
-    wake: threading.Event | None = None,
-    live: Callable[[], bool] | None = None,
-) -> threading.Thread:
-    """A daemon thread calling ``refresh`` every ``interval`` seconds until ``stop`` is set,
-    or sooner when ``wake`` is set (a store's change notification); while ``live()`` says
+class Poller:
+    """A daemon thread calling ``refresh`` every ``interval`` seconds until :meth:`stop`, or
+    sooner after :meth:`wake` (a store's change notification); while ``live()`` says
     notifications arrive, only every :data:`NOTIFIED_POLL_FACTOR` intervals. A failure is
-    logged and the next round comes (whatever is served keeps being served)."""
-    woken = wake if wake is not None else threading.Event()
+    logged and the next round comes (whatever is served keeps being served). The runtime and
+    the registry each own one."""
 
-    def loop() -> None:
-        while not stop.is_set():
-            notified = live is not None and live()
-            woken.wait(interval * NOTIFIED_POLL_FACTOR if notified else interval)
-            woken.clear()
-            if stop.is_set():
-                break
-            try:
-                refresh()
-            except ModelError as exc:
-                log.warning("reload failed: %s", exc.message)
-            except Exception:  # keep serving what is loaded, whatever happens
-                log.exception("reload failed")
+    def __init__(self, name: str, refresh: Callable[[], object]) -> None:
+        self.name = name
+        self._refresh = refresh
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    thread = threading.Thread(target=loop, name=name, daemon=True)
-    thread.start()
-    return thread
+    def start(self, interval: float, live: Callable[[], bool] | None = None) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                notified = live is not None and live()
+                self._wake.wait(interval * NOTIFIED_POLL_FACTOR if notified else interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                try:
+                    self._refresh()
+                except ModelError as exc:
+                    log.warning("reload failed: %s", exc.message)
+                except Exception:  # keep serving what is loaded, whatever happens
+                    log.exception("reload failed")
+
+        self._thread = threading.Thread(target=loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class Runtime:
@@ -131,15 +139,13 @@ class Runtime:
         self._pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self._pinned_lock = threading.Lock()
         self._pinned_size = pinned_cache_size
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         # Why the store could not be read at the last reload (None: it could): /health/ready
         # reports it while /predict goes on serving the model in memory.
         self.store_problem: str | None = None
         # Why the last reload loaded nothing although the store answered (None: it did not
         # fail): several models and no --model, a version that does not load.
         self.load_problem: str | None = None
-        self._poller: threading.Thread | None = None
+        self._poller = Poller("store-poller", self.reload)
 
     # ------------------------------------------------------------------ naming
     def resolve_name(self) -> str | None:
@@ -218,10 +224,7 @@ class Runtime:
         else every ``interval`` seconds (the local directory; a database whose notification
         connection is down). While notifications arrive, a poll every
         :data:`NOTIFIED_POLL_FACTOR` intervals is only a safety net."""
-        live = self.repository.watch(self._notified)
-        self._poller = start_poller(
-            "store-poller", interval, self._stop, self.reload, wake=self._wake, live=live
-        )
+        self._poller.start(interval, live=self.repository.watch(self._notified))
 
     def reload(self) -> None:
         """One reload that never raises a ModelError: a store outage is remembered in
@@ -247,13 +250,10 @@ class Runtime:
 
     def _notified(self, model: str) -> None:
         if not model or model == self.name:
-            self._wake.set()
+            self._poller.wake()
 
     def stop_polling(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        self._poller.stop()
         self.repository.close()
 
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
