@@ -130,6 +130,8 @@ class VersionMeta(Mapping[str, Any]):
     # carry the two settings; an update that added classes records them.
     allow_new_classes: bool = False
     online_rate_per_row: bool = False
+    # Created from 0.6 on: updates step row by row (SoftmaxRegression.updated).
+    online_row_steps: bool = False
     classes_added: list[Any] | None = None
 
     @classmethod
@@ -214,7 +216,7 @@ class VersionMeta(Mapping[str, Any]):
         return len(self._json)
 
 
-_ONLINE_SETTINGS = ("allow_new_classes", "online_rate_per_row")
+_ONLINE_SETTINGS = ("allow_new_classes", "online_rate_per_row", "online_row_steps")
 _GUARDED = (
     "classes_added",
     "rows_seen",

@@ -36,6 +36,10 @@ def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
     (sorted). Raises :class:`UnknownLabelError` for a label of another kind than the classes'
     (a string for integer classes, a boolean anywhere) or for an empty string, naming its
     row."""
+    if isinstance(y, np.ndarray) and y.ndim == 1 and y.shape[0]:
+        fast = _known_kind_array(y, classes)  # an array of the classes' kind: no row to check
+        if fast is not None:
+            return _new_among(fast, classes)
     values = list(y) if not isinstance(y, np.ndarray) else y.tolist()
     if isinstance(y, (str, bytes)) or not values:
         return classes[:0]
@@ -55,7 +59,21 @@ def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
         raise UnknownLabelError(
             f"labels: expected a non-empty string, got '' at row {row}", field="labels", row=row
         )
-    labels = np.asarray(values, dtype=np.int64 if kind in "iu" else None)
+    return _new_among(np.asarray(values, dtype=np.int64 if kind in "iu" else None), classes)
+
+
+def _known_kind_array(y: NDArray[Any], classes: NDArray[Any]) -> NDArray[Any] | None:
+    """``y`` as labels when its dtype alone shows every value is valid for ``classes``:
+    integers for integer classes (or none yet), non-empty strings for string classes."""
+    kind = classes.dtype.kind if classes.shape[0] else y.dtype.kind
+    if y.dtype.kind in "iu" and kind in "iu":
+        return y.astype(np.int64, copy=False)
+    if y.dtype.kind == "U" and kind == "U" and not (y == "").any():
+        return y
+    return None
+
+
+def _new_among(labels: NDArray[Any], classes: NDArray[Any]) -> NDArray[Any]:
     if not classes.shape[0]:
         return np.unique(labels)
     # The classes are sorted: one binary search per label finds the new ones.

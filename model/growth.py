@@ -143,6 +143,7 @@ def create_estimator(
     # Counted with or without standardization: the rate decays with the rows learnt.
     arrays["running_m2"] = np.zeros(d)
     arrays["running_count"] = np.zeros(1, dtype=np.int64)
+    arrays["class_born"] = np.zeros(labels.shape[0], dtype=np.int64)  # rows learnt: none yet
     try:
         estimator = SoftmaxRegression.from_arrays(arrays, params=settings, step=0)
     except ValueError as exc:  # an InvalidParameterError says which setting itself
@@ -151,6 +152,7 @@ def create_estimator(
         raise
     estimator.allow_new_classes = bool(allow_new_classes)
     estimator.online_rate_per_row = True
+    estimator.online_row_steps = True
     return estimator
 
 

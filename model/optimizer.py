@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InvalidParameterError
-from .maths import Float, Index, loss_and_gradient
+from .maths import Float, Index, cross_entropy, logsumexp, loss_and_gradient
 from .params import PARAMETERS, check_params
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "StepFigures",
     "TrainState",
     "linear_rate",
+    "row_steps",
     "sgd_step",
 ]
 
@@ -164,3 +165,58 @@ def sgd_step(
     weights = np.subtract(state.weights, grad_w, out=buffer)
     bias = state.bias - grad_b
     return TrainState(weights, bias, None, None, state.step + 1), figures
+
+
+def row_steps(
+    state: TrainState,
+    X: Float,
+    y: Index,
+    rates: Float,
+    passes: int,
+    *,
+    lead: bool = False,
+    l2: float = 0.0,
+) -> tuple[TrainState, StepFigures]:
+    """One plain SGD step per row of ``X: (m, d)``, in order, ``passes`` times over the rows:
+    row ``i`` moves class ``c``'s column by ``rates[c]`` times its own gradient, taken at the
+    weights the earlier rows left (what River's ``learn_one`` does row after row, here on
+    the whole minibatch in one call). ``rates: (k,)`` is the step size per class. With
+    ``lead``, one step on the rows' summed gradient at the old weights comes first (a pass
+    over the minibatch at the cost of one matrix product). Momentum buffers are carried over
+    unchanged; the step count advances by the passes taken.
+
+    Returns the new state and the minibatch's figures at the *old* parameters. The input
+    state is never edited: the steps work on one copy of the weights.
+    """
+    Z = X @ state.weights + state.bias
+    m = y.shape[0]
+    lse = logsumexp(Z)
+    figures = StepFigures(cross_entropy(Z, y, lse), int(np.count_nonzero(Z.argmax(axis=1) == y)))
+    weights, bias = state.weights.copy(), state.bias.copy()
+    shrink = 1.0 - l2 * rates if l2 else None  # the penalty's step, per class
+    if lead:
+        G = Z - lse[:, None]
+        np.exp(G, out=G)
+        G[np.arange(m), y] -= 1.0
+        G *= rates
+        if shrink is not None:
+            weights *= shrink
+        weights -= X.T @ G
+        bias -= G.sum(axis=0)
+    outer = np.multiply.outer
+    for _ in range(passes):
+        for i in range(m):
+            x = X[i]
+            p = x @ weights
+            p += bias
+            p -= p.max()
+            np.exp(p, out=p)
+            p /= p.sum()
+            p[y[i]] -= 1.0
+            p *= rates
+            if shrink is not None:
+                weights *= shrink
+            weights -= outer(x, p)
+            bias -= p
+    step = state.step + passes + lead
+    return TrainState(weights, bias, state.velocity_weights, state.velocity_bias, step), figures

@@ -959,6 +959,7 @@ class ModelRepository:
             encoder=encoder.to_json() if encoder is not None else None,
             allow_new_classes=estimator.allow_new_classes,
             online_rate_per_row=estimator.online_rate_per_row,
+            online_row_steps=estimator.online_row_steps,
         )
 
     def _prune_after_commit(self, name: str) -> None:

@@ -227,6 +227,8 @@ def estimator_from(arrays: Mapping[str, NDArray[Any]], meta: VersionMeta) -> Sof
         estimator.allow_new_classes = True
     if meta.online_rate_per_row:
         estimator.online_rate_per_row = True
+    if meta.online_row_steps:
+        estimator.online_row_steps = True
     return estimator
 
 

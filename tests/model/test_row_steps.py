@@ -1,0 +1,134 @@
+"""Models created with no data learn an update row by row (model.optimizer.row_steps), with a
+rate per class that decays with the rows learnt since the class was added, and a lead step on
+the summed gradient while data is scarce; models created before keep their batch steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import LocalArtifactStore, ModelRepository
+from model.growth import create_estimator
+from model.maths import softmax
+from model.optimizer import TrainState, row_steps
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-0.5-created"
+
+
+def textbook(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, rates: np.ndarray, lead: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row SGD written out plainly: p = softmax(xW + b), W -= rates * x (p - onehot)."""
+    W, b = W.copy(), b.copy()
+    if lead:
+        P = softmax(X @ W + b)
+        P[np.arange(len(y)), y] -= 1
+        W, b = W - X.T @ (P * rates), b - (P * rates).sum(axis=0)
+    for x, label in zip(X, y, strict=True):
+        p = softmax((x @ W + b)[None, :])[0]
+        p[label] -= 1
+        W = W - np.outer(x, p * rates)
+        b = b - p * rates
+    return W, b
+
+
+@pytest.mark.parametrize("lead", [False, True])
+def test_row_steps_are_per_row_sgd_at_the_rates_per_class(lead: bool) -> None:
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(5, 3)), rng.normal(size=3)
+    X, y, rates = rng.normal(size=(7, 5)), rng.integers(0, 3, 7), np.array([0.1, 0.02, 0.3])
+    state = TrainState(W.copy(), b.copy(), None, None, 4)
+    new, figures = row_steps(state, X, y, rates, 1, lead=lead)
+    expected_W, expected_b = textbook(W, b, X, y, rates, lead)
+    np.testing.assert_allclose(new.weights, expected_W, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(new.bias, expected_b, rtol=1e-12, atol=1e-14)
+    assert new.step == 4 + 1 + lead
+    assert np.array_equal(state.weights, W) and np.array_equal(state.bias, b)  # not edited
+    P = softmax(X @ W + b)
+    assert figures.loss == pytest.approx(-np.log(P[np.arange(7), y]).mean())
+    assert figures.correct == int((P.argmax(axis=1) == y).sum())
+
+
+def test_an_update_of_m_rows_at_rate_r_is_m_one_row_updates_at_rate_r_over_m() -> None:
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(12, 4)), rng.integers(0, 3, 12)
+    batch = create_estimator(["a", "b", "c", "d"], [0, 1, 2], standardize=False)
+    rows = create_estimator(["a", "b", "c", "d"], [0, 1, 2], standardize=False)
+    batch.partial_fit(X, y, learning_rate=0.6)
+    for i in range(12):
+        rows.partial_fit(X[i : i + 1], y[i : i + 1], learning_rate=0.05)
+    np.testing.assert_allclose(batch.state_.weights, rows.state_.weights, rtol=1e-12)
+    np.testing.assert_allclose(batch.state_.bias, rows.state_.bias, rtol=1e-12, atol=1e-15)
+
+
+def test_a_class_met_late_starts_at_the_full_rate_and_scarce_data_gets_a_lead_step() -> None:
+    rng = np.random.default_rng(3)
+    model = create_estimator(["a", "b"], [0, 1], allow_new_classes=True)
+    assert model.own_rates(4)[1]  # nothing learnt yet: scarce
+    for _ in range(10):
+        model.partial_fit(rng.normal(size=(40, 2)), rng.integers(0, 2, 40))
+    assert model.rows_learnt == 400 and not model.own_rates(4)[1]  # 400 >= 20 x 2 features
+    model.partial_fit(rng.normal(size=(4, 2)), [0, 1, 2, 2])  # class 2 is new
+    assert model.class_born_ is not None and model.class_born_.tolist() == [0, 0, 400]
+    rates, _ = model.own_rates(1)  # one row: under the cap (learning_rate 0.5 / rows)
+    full = 1 / 3  # 1 / (1 + d)
+    assert rates[2] == pytest.approx(full / np.sqrt(1 + 4 / 20))
+    assert rates[0] == rates[1] == pytest.approx(full / np.sqrt(1 + 404 / 20))
+
+
+def test_class_births_survive_the_store_and_the_replay_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    repository = ModelRepository(LocalArtifactStore(tmp_path), keep_last=None)
+    repository.create(create_estimator(["a", "b", "c"], ["x"], allow_new_classes=True), "m")
+    labels = np.array(["x", "y", "z"])
+    for start in range(6):
+        classes = 1 + min(start, 2)  # y from the 2nd update on, z from the 3rd
+        y = labels[rng.integers(0, classes, 8)].tolist()
+        result = repository.update("m", rng.normal(size=(8, 3)), y)
+    served = result.model.estimator
+    reloaded = ModelRepository(LocalArtifactStore(tmp_path), keep_last=None).load("m")
+    assert reloaded.version == result.model.version and reloaded.estimator.online_row_steps
+    assert reloaded.estimator.class_born_ is not None and served.class_born_ is not None
+    assert np.array_equal(reloaded.estimator.class_born_, served.class_born_)
+    assert served.class_born_[0] == 0 and served.class_born_[1] > 0
+    rows = rng.normal(size=(5, 3))
+    assert np.array_equal(
+        reloaded.estimator.predict_proba(rows), served.predict_proba(rows)
+    )  # bit for bit
+
+
+@pytest.fixture
+def created_before(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE / "store", tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def test_a_model_created_before_row_steps_loads_to_the_same_numbers(created_before: Path) -> None:
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    repository = ModelRepository(LocalArtifactStore(created_before), keep_last=None)
+    rows = np.array(expected["rows"])
+    for version, probabilities in expected["probabilities"].items():
+        loaded = repository.load("grow", int(version))
+        assert [str(c) for c in loaded.estimator.classes_] == expected["classes"][version]
+        assert np.array_equal(loaded.estimator.predict_proba(rows), np.array(probabilities))
+    assert repository.load("grow").version == expected["active"]
+
+
+def test_a_model_created_before_keeps_its_batch_steps(created_before: Path) -> None:
+    repository = ModelRepository(LocalArtifactStore(created_before), keep_last=None)
+    before = repository.load("grow")
+    assert not before.estimator.online_row_steps and before.estimator.class_born_ is None
+    X = np.random.default_rng(5).normal(size=(6, 13)) * 10 + 50
+    result = repository.update("grow", X, ["c0", "c1", "c2", "c0", "c1", "c2"], force=True)
+    # one batch step at the per-row rate times the rows, as this model always learnt
+    expected, _ = before.estimator.updated(
+        X, np.array([0, 1, 2, 0, 1, 2]), learning_rate=before.estimator.online_rate_for(6)
+    )
+    assert np.array_equal(result.model.estimator.state_.weights, expected.state_.weights)
+    again = ModelRepository(LocalArtifactStore(created_before), keep_last=None).load("grow")
+    assert again.version == result.model.version
+    assert np.array_equal(again.estimator.state_.weights, expected.state_.weights)
