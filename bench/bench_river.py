@@ -27,7 +27,8 @@ Contenders, each on the same streams in the same order:
   multiclass.OneVsRestClassifier(linear_model.LogisticRegression()))``, the same way;
 * ``ours-1``, ``ours-8``, ``ours-32``: ``model.growth.create_estimator(names,
   allow_new_classes=True)`` (no class, the created model's defaults: running standardization,
-  the per-row online rate) learnt with ``partial_fit`` on minibatches of 1, 8, 32 rows, scored
+  a rate per class, row steps while data is scarce: README, "How an update learns") learnt with
+  ``partial_fit`` on minibatches of 1, 8, 32 rows, scored
   with ``predict_proba`` before each;
 * ``ours-http-32``: the same model created by ``POST /models`` on a real ``python -m
   service`` (the service's defaults: the guard enforcing, every 10th row held out for its

@@ -174,49 +174,72 @@ def row_steps(
     rates: Float,
     passes: int,
     *,
+    by_row: bool = True,
     lead: bool = False,
     l2: float = 0.0,
 ) -> tuple[TrainState, StepFigures]:
-    """One plain SGD step per row of ``X: (m, d)``, in order, ``passes`` times over the rows:
-    row ``i`` moves class ``c``'s column by ``rates[c]`` times its own gradient, taken at the
-    weights the earlier rows left (what River's ``learn_one`` does row after row, here on
-    the whole minibatch in one call). ``rates: (k,)`` is the step size per class. With
-    ``lead``, one step on the rows' summed gradient at the old weights comes first (a pass
-    over the minibatch at the cost of one matrix product). Momentum buffers are carried over
-    unchanged; the step count advances by the passes taken.
+    """Plain SGD steps on the minibatch ``X: (m, d)``, ``y: (m,)`` with a step size per
+    class, ``rates: (k,)``: class ``c``'s column moves by ``rates[c]`` times its gradient.
+
+    ``by_row``: one step per row, in order, ``passes`` times over the rows; row ``i``'s
+    gradient is taken at the weights the earlier rows left (what River's ``learn_one`` does
+    row after row, here on the whole minibatch in one call). With ``lead``, one step on the
+    rows' summed gradient at the old weights comes first (one more pass over the minibatch,
+    at the cost of one matrix product). Without ``by_row``: ``passes`` steps on the rows'
+    summed gradient (``lead`` adds one). Momentum buffers are carried over unchanged; the
+    step count advances by the steps taken over the minibatch (passes, plus the lead).
 
     Returns the new state and the minibatch's figures at the *old* parameters. The input
     state is never edited: the steps work on one copy of the weights.
     """
     Z = X @ state.weights + state.bias
     m = y.shape[0]
+    rows = np.arange(m)
     lse = logsumexp(Z)
     figures = StepFigures(cross_entropy(Z, y, lse), int(np.count_nonzero(Z.argmax(axis=1) == y)))
     weights, bias = state.weights.copy(), state.bias.copy()
     shrink = 1.0 - l2 * rates if l2 else None  # the penalty's step, per class
-    if lead:
+    for summed in range(lead + (0 if by_row else passes)):
+        if summed:  # the first summed step is taken at the old weights: Z and lse are theirs
+            Z = X @ weights + bias
+            lse = logsumexp(Z)
         G = Z - lse[:, None]
         np.exp(G, out=G)
-        G[np.arange(m), y] -= 1.0
+        G[rows, y] -= 1.0
         G *= rates
         if shrink is not None:
             weights *= shrink
         weights -= X.T @ G
         bias -= G.sum(axis=0)
-    outer = np.multiply.outer
+    if by_row:
+        _steps_by_row(weights, bias, X, y, rates, passes, shrink)
+    step = state.step + passes + lead
+    return TrainState(weights, bias, state.velocity_weights, state.velocity_bias, step), figures
+
+
+def _steps_by_row(
+    weights: Float,
+    bias: Float,
+    X: Float,
+    y: Index,
+    rates: Float,
+    passes: int,
+    shrink: Float | None,
+) -> None:
+    """:func:`row_steps`' steps one row at a time, in place in ``weights`` and ``bias``."""
+    # The ufuncs' own methods: ndarray.max and .sum add a Python wrapper each, per row.
+    outer, largest, total, exp = np.multiply.outer, np.maximum.reduce, np.add.reduce, np.exp
     for _ in range(passes):
-        for i in range(m):
+        for i in range(y.shape[0]):
             x = X[i]
             p = x @ weights
             p += bias
-            p -= p.max()
-            np.exp(p, out=p)
-            p /= p.sum()
+            p -= largest(p)
+            exp(p, out=p)
+            p /= total(p)
             p[y[i]] -= 1.0
             p *= rates
             if shrink is not None:
                 weights *= shrink
             weights -= outer(x, p)
             bias -= p
-    step = state.step + passes + lead
-    return TrainState(weights, bias, state.velocity_weights, state.velocity_bias, step), figures

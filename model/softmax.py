@@ -212,16 +212,18 @@ class SoftmaxRegression:
         (0 for a model without one: trained offline)."""
         return int(getattr(self.standardizer_, "count", 0))
 
-    def own_rates(self, rows: int) -> tuple[Float, bool]:
-        """A row-step model's own step sizes for an update of ``rows`` rows (see
+    @property
+    def data_is_scarce(self) -> bool:
+        """Whether this model has learnt fewer than ``EARLY_ROWS_PER_FEATURE`` (20) rows per
+        feature: a row-step model then learns an update row by row (see :meth:`updated`)."""
+        return self.rows_learnt < EARLY_ROWS_PER_FEATURE * self.state_.weights.shape[0]
+
+    def own_rates(self, rows: int) -> Float:
+        """A row-step model's own step sizes per row for an update of ``rows`` rows (see
         :meth:`updated`): per class, ``online_learning_rate`` decayed as ``1 / sqrt(1 + n /
         (10 d))`` after the ``n`` rows learnt since the class was added (a class met late
         starts at the full rate instead of the decayed one of the classes met early), at most
-        ``learning_rate / rows`` (the most one update moves by itself, as for batch steps);
-        and whether a step on the rows' summed gradient leads the row steps: while fewer than
-        ``EARLY_ROWS_PER_FEATURE`` (20) rows per feature have been learnt (scarce data is
-        learnt once more; measured on digits from zero, it brings the final accuracy from 2.2
-        to 0.6 points below an offline lbfgs fit, bench/bench_river.py)."""
+        ``learning_rate / rows`` (the most one update moves by itself, as for batch steps)."""
         given = self.online_rate_given
         assert given is not None and self.class_born_ is not None
         seen = self.rows_learnt
@@ -232,7 +234,7 @@ class SoftmaxRegression:
         np.sqrt(rates, out=rates)
         np.divide(given, rates, out=rates)
         np.minimum(rates, float(self._setting("learning_rate")) / max(rows, 1), out=rates)
-        return rates, seen < EARLY_ROWS_PER_FEATURE * d
+        return rates
 
     @property
     def sgd_settings(self) -> SGDSettings:
@@ -574,12 +576,13 @@ class SoftmaxRegression:
         the service's guarded online updates do, see :mod:`model.guard`).
 
         A row-step model (``online_row_steps``: created with no data, :mod:`model.growth`)
-        takes one plain SGD step per row instead, in order (:func:`~model.optimizer.row_steps`,
-        momentum buffers untouched): without ``learning_rate`` at its own rates, per class,
-        ``passes`` times, led by a step on the summed gradient while data is scarce
-        (:meth:`own_rates`); with
-        one, ``learning_rate / m`` per row for every class and ``passes`` as given (so the
-        rows' steps add up to one step of ``learning_rate``, as a batch step's would).
+        takes plain SGD steps with a rate per class (:func:`~model.optimizer.row_steps`,
+        momentum buffers untouched): while :attr:`data_is_scarce`, one step per row, in order,
+        ``passes`` times, led by a step on the rows' summed gradient when at its own rates;
+        after that, ``passes`` steps on the rows' summed gradient. Without ``learning_rate``
+        the rates per row are its own (:meth:`own_rates`); with one, ``learning_rate / m`` for
+        every class, without the lead step (so the rows' steps add up to one step of
+        ``learning_rate``, as a batch step's would).
         """
         # Checked here, not in partial_fit, so that every caller (ModelRepository.update too)
         # gets them.
@@ -638,13 +641,13 @@ class SoftmaxRegression:
     ) -> tuple[TrainState, StepFigures]:
         """:meth:`updated`'s steps for a row-step model, on standardized rows."""
         m = y_index.shape[0]
-        lead = False
+        scarce = self.data_is_scarce
         if learning_rate is None:
-            rates, lead = self.own_rates(m)
+            rates, lead = self.own_rates(m), scarce
         else:
-            rates = np.full(self.classes_.shape[0], learning_rate / m)
+            rates, lead = np.full(self.classes_.shape[0], learning_rate / m), False
         l2 = float(self._setting("l2"))  # validated with the settings when the model was made
-        return row_steps(self.state_, Xs, y_index, rates, passes, lead=lead, l2=l2)
+        return row_steps(self.state_, Xs, y_index, rates, passes, by_row=scarce, lead=lead, l2=l2)
 
     def online_step(
         self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
@@ -815,7 +818,8 @@ class _Training:
 
 # A created model's per-row rate halves after 30 d rows learnt (online_rate_for, own_rates).
 DECAY_ROWS_PER_FEATURE = 10
-# A row-step model learns each update twice until it has learnt 20 rows per feature (own_rates).
+# A row-step model learns row by row, led by a summed step, until it has learnt 20 rows per
+# feature (data_is_scarce).
 EARLY_ROWS_PER_FEATURE = 20
 
 WORSE_THAN_BEST = 0.01  # linear schedule: the final state is kept unless this much worse

@@ -142,15 +142,15 @@ def test_the_activation_command_shows_the_classes_of_the_version(
 def test_raw_features_are_used_as_sent_and_the_rate_decays_with_rows_learnt() -> None:
     X, y = digits()
     raw = create_estimator([f"p{i}" for i in range(64)], list(range(10)), standardize=False)
-    first, _ = raw.own_rates(32)
+    first = raw.own_rates(32)
     for start in range(0, 640, 32):
         raw.partial_fit(X[start : start + 32], y[start : start + 32])
     standardizer = raw.standardizer_
     assert isinstance(standardizer, RunningStandardizer) and standardizer.count == 640
     assert np.array_equal(standardizer.transform(X[:5]), X[:5])  # no scaling
     assert np.array_equal(first, np.full(10, 1 / 65))  # per row, below the cap 0.5 / 32
-    assert raw.own_rates(32)[0] == pytest.approx(np.full(10, 1 / 65 / np.sqrt(1 + 640 / 640)))
-    assert raw.own_rates(1024)[0] == pytest.approx(np.full(10, 0.5 / 1024))  # the cap
+    assert raw.own_rates(32) == pytest.approx(np.full(10, 1 / 65 / np.sqrt(1 + 640 / 640)))
+    assert raw.own_rates(1024) == pytest.approx(np.full(10, 0.5 / 1024))  # the cap
 
 
 def test_a_request_read_against_the_layout_before_a_class_was_added_gets_409(

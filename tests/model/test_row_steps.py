@@ -1,6 +1,7 @@
-"""Models created with no data learn an update row by row (model.optimizer.row_steps), with a
-rate per class that decays with the rows learnt since the class was added, and a lead step on
-the summed gradient while data is scarce; models created before keep their batch steps."""
+"""Models created with no data learn with a rate per class that decays with the rows learnt since
+the class was added (model.optimizer.row_steps): row by row, led by a step on the summed
+gradient, while data is scarce, then by summed steps; models created before 0.6 keep their
+batch steps."""
 
 from __future__ import annotations
 
@@ -25,15 +26,22 @@ def textbook(
     """Per-row SGD written out plainly: p = softmax(xW + b), W -= rates * x (p - onehot)."""
     W, b = W.copy(), b.copy()
     if lead:
-        P = softmax(X @ W + b)
-        P[np.arange(len(y)), y] -= 1
-        W, b = W - X.T @ (P * rates), b - (P * rates).sum(axis=0)
+        W, b = summed(W, b, X, y, rates)
     for x, label in zip(X, y, strict=True):
         p = softmax((x @ W + b)[None, :])[0]
         p[label] -= 1
         W = W - np.outer(x, p * rates)
         b = b - p * rates
     return W, b
+
+
+def summed(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, rates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step on the rows' summed gradient, each class at its rate."""
+    P = softmax(X @ W + b)
+    P[np.arange(len(y)), y] -= 1
+    return W - X.T @ (P * rates), b - (P * rates).sum(axis=0)
 
 
 @pytest.mark.parametrize("lead", [False, True])
@@ -53,6 +61,20 @@ def test_row_steps_are_per_row_sgd_at_the_rates_per_class(lead: bool) -> None:
     assert figures.correct == int((P.argmax(axis=1) == y).sum())
 
 
+@pytest.mark.parametrize("lead", [False, True])
+def test_summed_steps_take_every_rows_gradient_at_the_same_weights(lead: bool) -> None:
+    rng = np.random.default_rng(6)
+    W, b = rng.normal(size=(4, 3)), rng.normal(size=3)
+    X, y, rates = rng.normal(size=(9, 4)), rng.integers(0, 3, 9), np.array([0.05, 0.2, 0.1])
+    new, _ = row_steps(TrainState(W, b, None, None, 0), X, y, rates, 2, by_row=False, lead=lead)
+    expected = W, b
+    for _ in range(2 + lead):
+        expected = summed(*expected, X, y, rates)
+    np.testing.assert_allclose(new.weights, expected[0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(new.bias, expected[1], rtol=1e-12, atol=1e-14)
+    assert new.step == 2 + lead
+
+
 def test_an_update_of_m_rows_at_rate_r_is_m_one_row_updates_at_rate_r_over_m() -> None:
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(12, 4)), rng.integers(0, 3, 12)
@@ -65,16 +87,16 @@ def test_an_update_of_m_rows_at_rate_r_is_m_one_row_updates_at_rate_r_over_m() -
     np.testing.assert_allclose(batch.state_.bias, rows.state_.bias, rtol=1e-12, atol=1e-15)
 
 
-def test_a_class_met_late_starts_at_the_full_rate_and_scarce_data_gets_a_lead_step() -> None:
+def test_a_class_met_late_starts_at_the_full_rate() -> None:
     rng = np.random.default_rng(3)
     model = create_estimator(["a", "b"], [0, 1], allow_new_classes=True)
-    assert model.own_rates(4)[1]  # nothing learnt yet: scarce
+    assert model.data_is_scarce  # nothing learnt yet
     for _ in range(10):
         model.partial_fit(rng.normal(size=(40, 2)), rng.integers(0, 2, 40))
-    assert model.rows_learnt == 400 and not model.own_rates(4)[1]  # 400 >= 20 x 2 features
+    assert model.rows_learnt == 400 and not model.data_is_scarce  # 400 >= 20 x 2 features
     model.partial_fit(rng.normal(size=(4, 2)), [0, 1, 2, 2])  # class 2 is new
     assert model.class_born_ is not None and model.class_born_.tolist() == [0, 0, 400]
-    rates, _ = model.own_rates(1)  # one row: under the cap (learning_rate 0.5 / rows)
+    rates = model.own_rates(1)  # one row: under the cap (learning_rate 0.5 / rows)
     full = 1 / 3  # 1 / (1 + d)
     assert rates[2] == pytest.approx(full / np.sqrt(1 + 4 / 20))
     assert rates[0] == rates[1] == pytest.approx(full / np.sqrt(1 + 404 / 20))
@@ -132,3 +154,23 @@ def test_a_model_created_before_keeps_its_batch_steps(created_before: Path) -> N
     again = ModelRepository(LocalArtifactStore(created_before), keep_last=None).load("grow")
     assert again.version == result.model.version
     assert np.array_equal(again.estimator.state_.weights, expected.state_.weights)
+
+
+def test_a_created_model_learns_row_by_row_while_data_is_scarce_then_by_summed_steps() -> None:
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(12, 3)) * 4 + 1, rng.integers(0, 3, 12)
+    for learnt, by_row in ((0, True), (60, False)):  # 20 rows per feature: 60
+        model = create_estimator(["a", "b", "c"], [0, 1, 2])
+        if learnt:
+            model.partial_fit(rng.normal(size=(learnt, 3)), rng.integers(0, 3, learnt))
+        assert model.data_is_scarce is by_row
+        rates = model.own_rates(12)
+        state = model.state_
+        model.partial_fit(X, y)
+        Xs = model.standardizer_.transform(X)  # the batch is folded in before the steps
+        if by_row:
+            W, b = textbook(state.weights, state.bias, Xs, y, rates, lead=True)
+        else:
+            W, b = summed(state.weights, state.bias, Xs, y, rates)
+        np.testing.assert_allclose(model.state_.weights, W, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(model.state_.bias, b, rtol=1e-11, atol=1e-13)
