@@ -216,7 +216,7 @@ class SoftmaxRegression:
     def data_is_scarce(self) -> bool:
         """Whether this model has learnt fewer than ``EARLY_ROWS_PER_FEATURE`` (20) rows per
         feature: a row-step model then learns an update row by row (see :meth:`updated`)."""
-        return self.rows_learnt < EARLY_ROWS_PER_FEATURE * self.state_.weights.shape[0]
+        return self.rows_learnt < EARLY_ROWS_PER_FEATURE * int(self.state_.weights.shape[0])
 
     def own_rates(self, rows: int) -> Float:
         """A row-step model's own step sizes per row for an update of ``rows`` rows (see
