@@ -215,8 +215,15 @@ class SoftmaxRegression:
     @property
     def data_is_scarce(self) -> bool:
         """Whether this model has learnt fewer than ``EARLY_ROWS_PER_FEATURE`` (20) rows per
-        feature: a row-step model then learns an update row by row (see :meth:`updated`)."""
+        feature: a row-step model's update at its own rates is then led by a step on the rows'
+        summed gradient (see :meth:`updated`)."""
         return self.rows_learnt < EARLY_ROWS_PER_FEATURE * int(self.state_.weights.shape[0])
+
+    @property
+    def learns_by_row(self) -> bool:
+        """Whether this model has learnt fewer than ``ROW_STEPS_ROWS_PER_FEATURE`` (2) rows
+        per feature: a row-step model then takes one step per row (see :meth:`updated`)."""
+        return self.rows_learnt < ROW_STEPS_ROWS_PER_FEATURE * int(self.state_.weights.shape[0])
 
     def own_rates(self, rows: int) -> Float:
         """A row-step model's own step sizes per row for an update of ``rows`` rows (see
@@ -577,12 +584,13 @@ class SoftmaxRegression:
 
         A row-step model (``online_row_steps``: created with no data, :mod:`model.growth`)
         takes plain SGD steps with a rate per class (:func:`~model.optimizer.row_steps`,
-        momentum buffers untouched): while :attr:`data_is_scarce`, one step per row, in order,
-        ``passes`` times, led by a step on the rows' summed gradient when at its own rates;
-        after that, ``passes`` steps on the rows' summed gradient. Without ``learning_rate``
-        the rates per row are its own (:meth:`own_rates`); with one, ``learning_rate / m`` for
-        every class, without the lead step (so the rows' steps add up to one step of
-        ``learning_rate``, as a batch step's would).
+        momentum buffers untouched): while it :attr:`learns_by_row`, one step per row, in
+        order, ``passes`` times; after that, ``passes`` steps on the rows' summed gradient;
+        either way led by one more step on the summed gradient while :attr:`data_is_scarce`
+        and at its own rates. Without ``learning_rate`` the rates per row are its own
+        (:meth:`own_rates`); with one, ``learning_rate / m`` for every class, without the lead
+        step (so the rows' steps add up to one step of ``learning_rate``, as a batch step's
+        would).
         """
         # Checked here, not in partial_fit, so that every caller (ModelRepository.update too)
         # gets them.
@@ -641,13 +649,13 @@ class SoftmaxRegression:
     ) -> tuple[TrainState, StepFigures]:
         """:meth:`updated`'s steps for a row-step model, on standardized rows."""
         m = y_index.shape[0]
-        scarce = self.data_is_scarce
         if learning_rate is None:
-            rates, lead = self.own_rates(m), scarce
+            rates, lead = self.own_rates(m), self.data_is_scarce
         else:
             rates, lead = np.full(self.classes_.shape[0], learning_rate / m), False
         l2 = float(self._setting("l2"))  # validated with the settings when the model was made
-        return row_steps(self.state_, Xs, y_index, rates, passes, by_row=scarce, lead=lead, l2=l2)
+        by_row = self.learns_by_row
+        return row_steps(self.state_, Xs, y_index, rates, passes, by_row=by_row, lead=lead, l2=l2)
 
     def online_step(
         self, X: Float, y_index: Index, *, learning_rate: float | None = None, passes: int = 1
@@ -818,9 +826,10 @@ class _Training:
 
 # A created model's per-row rate halves after 30 d rows learnt (online_rate_for, own_rates).
 DECAY_ROWS_PER_FEATURE = 10
-# A row-step model learns row by row, led by a summed step, until it has learnt 20 rows per
-# feature (data_is_scarce).
+# A row-step model's updates are led by a summed step until it has learnt 20 rows per feature
+# (data_is_scarce), and learn row by row until it has learnt 2 (learns_by_row).
 EARLY_ROWS_PER_FEATURE = 20
+ROW_STEPS_ROWS_PER_FEATURE = 2
 
 WORSE_THAN_BEST = 0.01  # linear schedule: the final state is kept unless this much worse
 ANNEAL_EPOCHS = 2

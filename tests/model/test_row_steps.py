@@ -1,7 +1,7 @@
 """Models created with no data learn with a rate per class that decays with the rows learnt since
-the class was added (model.optimizer.row_steps): row by row, led by a step on the summed
-gradient, while data is scarce, then by summed steps; models created before 0.6 keep their
-batch steps."""
+the class was added (model.optimizer.row_steps): row by row at first, then by summed steps, led
+by one more summed step while data is scarce; models created before 0.6 keep their batch
+steps."""
 
 from __future__ import annotations
 
@@ -156,14 +156,15 @@ def test_a_model_created_before_keeps_its_batch_steps(created_before: Path) -> N
     assert np.array_equal(again.estimator.state_.weights, expected.state_.weights)
 
 
-def test_a_created_model_learns_row_by_row_while_data_is_scarce_then_by_summed_steps() -> None:
+def test_a_created_model_learns_row_by_row_then_by_summed_steps_led_while_data_is_scarce() -> None:
     rng = np.random.default_rng(7)
     X, y = rng.normal(size=(12, 3)) * 4 + 1, rng.integers(0, 3, 12)
-    for learnt, by_row in ((0, True), (60, False)):  # 20 rows per feature: 60
+    # 3 features: row by row under 2 x 3 rows learnt, a lead step under 20 x 3
+    for learnt, by_row, lead in ((0, True, True), (6, False, True), (60, False, False)):
         model = create_estimator(["a", "b", "c"], [0, 1, 2])
         if learnt:
             model.partial_fit(rng.normal(size=(learnt, 3)), rng.integers(0, 3, learnt))
-        assert model.data_is_scarce is by_row
+        assert (model.learns_by_row, model.data_is_scarce) == (by_row, lead)
         rates = model.own_rates(12)
         state = model.state_
         model.partial_fit(X, y)
@@ -172,5 +173,7 @@ def test_a_created_model_learns_row_by_row_while_data_is_scarce_then_by_summed_s
             W, b = textbook(state.weights, state.bias, Xs, y, rates, lead=True)
         else:
             W, b = summed(state.weights, state.bias, Xs, y, rates)
+            if lead:
+                W, b = summed(W, b, Xs, y, rates)
         np.testing.assert_allclose(model.state_.weights, W, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(model.state_.bias, b, rtol=1e-11, atol=1e-13)
