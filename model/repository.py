@@ -355,7 +355,10 @@ class ModelRepository:
             committer = self._committers.get(name)
             if committer is None:
                 committer = GroupCommit(
-                    functools.partial(self._commit, name), max_batch=self.commit_batch
+                    functools.partial(self._commit, name),
+                    max_batch=self.commit_batch,
+                    # The batch is taken once the lock is held: what queued meanwhile joins it.
+                    hold=functools.partial(self.store.lock, name),
                 )
                 self._committers[name] = committer
             return committer
