@@ -106,7 +106,9 @@ class ArtifactStore(Protocol):
     methods (:func:`model.stores.open_store` picks one by the store's address)."""
 
     def models(self) -> list[str]: ...
-    def lock(self, model: str) -> contextlib.AbstractContextManager[None]: ...
+    def lock(
+        self, model: str, *, waiting: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]: ...
     def head(self, model: str) -> Head: ...
     def versions(self, model: str) -> list[int]: ...
     def read(self, model: str, version: int) -> Record: ...
@@ -566,9 +568,11 @@ class LocalArtifactStore:
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
-    def lock(self, model: str) -> Iterator[None]:
+    def lock(self, model: str, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold the model's writer lock (re-entrant within a thread). Appends not yet synced
-        are synced before it is let go."""
+        are synced before it is let go. ``waiting`` is called once, in this thread, if another
+        process holds the lock, while a thread of the store waits for it: work that can be
+        done before the lock is held (its failures are logged, not raised)."""
         held: set[str] = self._held.__dict__.setdefault("models", set())
         if model in held:
             yield
@@ -585,7 +589,7 @@ class LocalArtifactStore:
         try:
             fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if not _flock(fd, deadline - time.monotonic()):
+                if not _flock(fd, deadline - time.monotonic(), waiting):
                     fd = -1  # handed to the waiting thread, which closes it
                     raise self._busy(model)
                 held.add(model)
@@ -889,9 +893,10 @@ def _after_fork() -> None:  # a forked child has none of its parent's threads
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def _flock(fd: int, timeout: float) -> bool:
+def _flock(fd: int, timeout: float, waiting: Callable[[], None] | None = None) -> bool:
     """Take the exclusive ``flock`` on ``fd`` within ``timeout`` seconds (False: not taken,
-    and ``fd`` now belongs to a waiting thread that closes it).
+    and ``fd`` now belongs to a waiting thread that closes it); call ``waiting()`` meanwhile
+    if it must wait.
 
     When another process holds it, a thread waits in the kernel, which wakes it the moment
     the holder lets go (polling with sleeps would let a releasing process take it straight
@@ -919,6 +924,11 @@ def _flock(fd: int, timeout: float) -> bool:
         os.close(fd)  # too late: closing the file lets the lock go
 
     _WAITERS.run(wait)
+    if waiting is not None:
+        try:
+            waiting()
+        except Exception:  # work done ahead of the lock: whoever holds it next does it again
+            log.warning("work while waiting for a store lock failed", exc_info=True)
     if not taken.wait(max(timeout, 0.0)):
         with verdict:
             if not taken.is_set():

@@ -417,3 +417,43 @@ def test_two_processes_updates_queued_behind_the_others_lock_share_a_sync(
             loaded.estimator.state_.weights,
             result.model.estimator.state_.weights,  # type: ignore[attr-defined]
         )
+
+
+def test_a_writer_waiting_for_another_process_catches_up_before_it_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """While one process holds the lock, the other's waiting batch replays the versions the
+    first has appended (outside the lock); a rollback made before the lock is let go still
+    decides what the waiting update applies to. An uncontended batch does no such work."""
+    first = repository(tmp_path)
+    first.save(initial_model(), NAME)
+    second = repository(tmp_path)
+    calls = []
+    catch_up = second._catch_up
+    second._catch_up = lambda name: (calls.append(name), catch_up(name))  # type: ignore[method-assign]
+    second.update(NAME, *update_batch(worker=1, op=0))  # versions 2 and 3, uncontended
+    second.update(NAME, *update_batch(worker=1, op=1))
+    assert calls == []
+
+    results: dict[str, object] = {}
+    with first.store.lock(NAME):
+        for op in range(3):
+            first.update(NAME, *update_batch(worker=2, op=op))  # versions 4, 5, 6
+        thread = threading.Thread(
+            target=lambda: results.setdefault("x", second.update(NAME, *update_batch(3, 0)))
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while second._last[NAME].version != 6:  # caught up while the lock is held
+            assert time.monotonic() < deadline, "the waiting batch did not catch up"
+            time.sleep(0.001)
+        assert calls == [NAME]
+        first.activate(NAME, 5)  # a rollback before the lock goes
+    thread.join(timeout=30)
+    result = results["x"]
+    assert result.previous_version == 5 and result.model.version == 7  # type: ignore[attr-defined]
+    expected = repository(tmp_path).load(NAME, 7)
+    assert np.array_equal(
+        expected.estimator.state_.weights,
+        result.model.estimator.state_.weights,  # type: ignore[attr-defined]
+    )
