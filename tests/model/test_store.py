@@ -164,9 +164,8 @@ def test_contended_waits_reuse_their_threads_and_an_abandoned_one_blocks_none(
     import threading
 
     other = LocalArtifactStore(store.root, lock_timeout=0.2)
-    with store.lock(MODEL), pytest.raises(errors.StoreBusyError):  # abandoned wait
-        with other.lock(MODEL):
-            pass
+    with store.lock(MODEL), pytest.raises(errors.StoreBusyError), other.lock(MODEL):
+        pass  # (an abandoned wait)
 
     def waiters() -> frozenset[threading.Thread]:
         return frozenset(t for t in threading.enumerate() if t.name == "store-flock")
@@ -176,12 +175,12 @@ def test_contended_waits_reuse_their_threads_and_an_abandoned_one_blocks_none(
     for _ in range(6):
         holding, done = threading.Event(), threading.Event()
 
-        def hold() -> None:
+        def hold(holding: threading.Event, done: threading.Event) -> None:
             with store.lock(MODEL):
                 holding.set()
                 done.wait(timeout=10)
 
-        holder = threading.Thread(target=hold)
+        holder = threading.Thread(target=hold, args=(holding, done))
         holder.start()
         assert holding.wait(timeout=10)
         threading.Timer(0.02, done.set).start()
