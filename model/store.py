@@ -204,20 +204,23 @@ class _Segment:
     problem: str | None = None
     valid_after: bool = False
 
-    def read_on(self, stat: os.stat_result) -> bool:
-        """Catch up with the file as ``stat`` describes it now. True if anything changed."""
+    def read_on(self, stat: os.stat_result) -> list[wal.Entry] | None:
+        """Catch up with the file as ``stat`` describes it now. None if nothing was removed
+        (then: the records found after the ones known, maybe none); else, after a truncation,
+        the records the segment kept."""
         stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
         if stamp == self.stamp:
-            return False
+            return []
         size = stat.st_size
-        if size < self.end:  # retention truncated it (records are never rewritten in place)
+        truncated = size < self.end
+        if truncated:  # retention truncated it (records are never rewritten in place)
             self.entries = [e for e in self.entries if e.end <= size]
             self.end = self.entries[-1].end if self.entries else 0
         found = wal.scan(self.path, self.end) if size > self.end else wal.Scan(end=self.end)
         self.entries.extend(found.entries)
         self.end, self.problem, self.valid_after = found.end, found.problem, found.valid_after
         self.stamp = stamp
-        return True
+        return None if truncated else found.entries
 
 
 @dataclass
@@ -363,7 +366,8 @@ class LocalArtifactStore:
             names = []
         snapshots = set()
         present = set()
-        changed = False
+        changed = False  # a segment shrank or went: index the log afresh
+        appended: list[tuple[_Segment, wal.Entry]] = []  # else: only these records are new
         debris = []
         for name in names:
             if match := _VERSION_FILE.match(name):
@@ -379,12 +383,18 @@ class LocalArtifactStore:
                 except FileNotFoundError:
                     present.discard(name)
                     continue
-                changed |= segment.read_on(stat)
+                new = segment.read_on(stat)
+                if new is None:
+                    changed = True
+                else:
+                    appended += [(segment, entry) for entry in new]
             elif name.startswith(_TMP_PREFIX):
                 debris.append(name)
         for gone in set(catalog.segments) - present:
             del catalog.segments[gone]
             changed = True
+        if not changed:  # the usual case: records appended (by another process) since
+            catalog.log.update((entry.version, (segment, entry)) for segment, entry in appended)
         if changed or len(catalog.log) != sum(len(s.entries) for s in catalog.segments.values()):
             catalog.index()
         catalog.snapshots = snapshots

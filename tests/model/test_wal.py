@@ -190,6 +190,26 @@ def test_retention_truncates_and_removes_segments(tmp_path: Path) -> None:
     assert len(versions) <= 3 + 4 + 1, versions
 
 
+def test_a_reader_follows_appends_and_truncations_of_another_writer(tmp_path: Path) -> None:
+    """Another store object (another process) reading as one writes: each refresh indexes the
+    records appended since (without indexing the log afresh), and a truncation by retention
+    or a new segment is indexed afresh; what it lists is what the files hold."""
+    writer = ModelRepository(LocalArtifactStore(tmp_path), keep_last=3, snapshot_every=4)
+    writer.save(initial_model(), NAME)
+    reader = LocalArtifactStore(tmp_path)
+    directory = tmp_path / NAME
+    for op in range(14):
+        writer.update(NAME, *update_batch(worker=5, op=op))
+        listed = reader.versions(NAME)
+        logged = {e.version for s in directory.glob("u*.log") for e in wal.scan(s).entries}
+        snapshots = {int(p.stem[1:]) for p in directory.glob("v*.npz")}
+        assert listed == sorted(logged | snapshots) == writer.store.versions(NAME), op
+        for version in listed:
+            assert reader.read_meta(NAME, version)["version"] == version
+        assert reader.head(NAME) == writer.store.head(NAME)
+    assert 1 not in listed, "retention removed versions meanwhile"
+
+
 # --------------------------------------------------------------------------- group commit
 
 
