@@ -912,6 +912,7 @@ def _flock(fd: int, timeout: float, waiting: Callable[[], None] | None = None) -
     the holder lets go (polling with sleeps would let a releasing process take it straight
     back, again and again); the caller waits for that thread up to ``timeout``.
     """
+    deadline = time.monotonic() + timeout
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -939,7 +940,7 @@ def _flock(fd: int, timeout: float, waiting: Callable[[], None] | None = None) -
             waiting()
         except Exception:  # work done ahead of the lock: whoever holds it next does it again
             log.warning("work while waiting for a store lock failed", exc_info=True)
-    if not taken.wait(max(timeout, 0.0)):
+    if not taken.wait(max(deadline - time.monotonic(), 0.0)):  # waiting() counts too
         with verdict:
             if not taken.is_set():
                 abandoned = True
