@@ -153,6 +153,14 @@ class TrainRun:
     version_before: int
     version_after: int
     metric_syncs: float | None = None  # softmax_store_syncs_total moved by this much
+    cpu_s: float | None = None  # CPU seconds (user + system) of the server's processes
+    round: int = 0
+
+    @property
+    def cpu_ms_per_ack(self) -> float | None:
+        if self.cpu_s is None or not self.wrk.ok:
+            return None
+        return 1e3 * self.cpu_s / self.wrk.ok
 
     @property
     def acks_per_s(self) -> float:
@@ -163,6 +171,7 @@ class TrainRun:
             **asdict(self),
             "acks_per_s": self.acks_per_s,
             "syncs_per_ack_metric": self.syncs_per_ack(),
+            "cpu_ms_per_ack": self.cpu_ms_per_ack,
         }
 
     def syncs_per_ack(self) -> float | None:
@@ -314,11 +323,26 @@ def serve(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = proc.pid
     try:
         wait_ready(name, proc, url, log_path, ready_body)
         yield url
     finally:
+        SERVERS.pop(url, None)
         stop(proc, traced=trace_to is not None)
+
+
+SERVERS: dict[str, int] = {}  # url -> PID of the server process serving it
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (the uvicorn workers), from
+    /proc (live processes only: read before and after a run while the server is up)."""
+    ticks = 0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(c) for c in children(pid))
 
 
 def stop(proc: subprocess.Popen[bytes], *, traced: bool) -> None:
@@ -419,7 +443,10 @@ def measure(
     threads = min(2, clients)
     before = settled_version(url)
     syncs_before = metric_value(url, SYNC_METRIC)
+    pid = SERVERS.get(url)
+    cpu_before = cpu_seconds(pid) if pid is not None else None
     run, statuses = run_wrk(url + "/train", script, duration, threads, clients)
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None and cpu_before is not None else None
     after = settled_version(url)
     syncs_after = metric_value(url, SYNC_METRIC)
     # wrk stops counting with up to one request per connection in flight; those still commit.
@@ -431,7 +458,7 @@ def measure(
     metric = None
     if syncs_before is not None and syncs_after is not None:
         metric = syncs_after - syncs_before
-    train = TrainRun(tree, workers, clients, run, statuses, before, after, metric)
+    train = TrainRun(tree, workers, clients, run, statuses, before, after, metric, cpu)
     refused = ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items()))
     errors = f", socket errors {run.socket_errors}" if run.socket_errors else ""
     per_ack = train.syncs_per_ack()
@@ -439,7 +466,8 @@ def measure(
         f"  {tree} {workers}w {clients:2d}c: {train.acks_per_s:6.0f} acks/s "
         f"({run.ok} x 200{', ' + refused if refused else ''}{errors}; version {before} -> "
         f"{after})  p50 {run.p50_ms:6.2f}  p90 {run.p90_ms:6.2f}  p99 {run.p99_ms:6.2f} ms"
-        + (f"  {SYNC_METRIC}/ack {per_ack:.2f}" if per_ack is not None else ""),
+        + (f"  {SYNC_METRIC}/ack {per_ack:.2f}" if per_ack is not None else "")
+        + (f"  cpu/ack {train.cpu_ms_per_ack:.2f} ms" if train.cpu_ms_per_ack else ""),
         flush=True,
     )
     return train
@@ -560,6 +588,15 @@ def traced_session(
     }
 
 
+def round_ratios(runs: list[TrainRun], tree: str, clients: int) -> list[float]:
+    """2-worker acks/s over 1-worker acks/s of ``tree``, one ratio per round."""
+    by_round: dict[int, dict[int, float]] = {}
+    for r in runs:
+        if r.tree == tree and r.clients == clients:
+            by_round.setdefault(r.round, {})[r.workers] = r.acks_per_s
+    return [rates[2] / rates[1] for rates in by_round.values() if 1 in rates and 2 in rates]
+
+
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -578,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-iterations", type=int, default=300, help="per disk probe")
     parser.add_argument("--strace-duration", type=float, default=5.0, help="traced run seconds")
     parser.add_argument("--no-strace", action="store_true", help="skip the strace run")
+    parser.add_argument(
+        "--no-lone-client", action="store_true", help="skip the 1-client runs (wrk -c1)"
+    )
     parser.add_argument(
         "--tree",
         help="another checkout whose server is measured beside ours in the same rounds "
@@ -629,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             order = [(t, w) for t in trees for w in args.workers]
             if round_number % 2 == 0:
                 order.reverse()
-            if 1 not in args.workers:  # the lone client is measured on 1 worker regardless
+            if 1 not in args.workers and not args.no_lone_client:  # on 1 worker regardless
                 order += [(t, 1) for t in trees]
             for tree_name, workers in order:
                 runs += session(
@@ -642,8 +682,10 @@ def main(argv: list[str] | None = None) -> int:
                     script,
                     ready,
                     multi=workers in args.workers,
-                    single=workers == 1,
+                    single=workers == 1 and not args.no_lone_client,
                 )
+            for run in runs:
+                run.round = run.round or round_number
             if args.bare:
                 runs += bare_session(args, work, script, ready)
         traced: dict[str, Any] = {}
@@ -686,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'server':6s} {'workers':>7s} {'acks/s':>8s} {'/naive':>7s} {'p50 ms':>7s} "
-        f"{'p99 ms':>7s} {'non-200':>8s} {'syncs/ack (metric)':>19s}"
+        f"{'p99 ms':>7s} {'non-200':>8s} {'syncs/ack (metric)':>19s} {'CPU ms/ack':>11s}"
     )
     summary: dict[str, Any] = {}
     for tree_name in trees:
@@ -700,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             acks = med([r.acks_per_s for r in found])
             non_200 = sum(sum(r.statuses.values()) for r in found)
             per_ack = [x for r in found if (x := r.syncs_per_ack()) is not None]
+            cpu = [x for r in found if (x := r.cpu_ms_per_ack) is not None]
             entry = {
                 "acks_per_s": acks,
                 "acks_per_naive_write": acks / naive["per_s"],
@@ -707,19 +750,29 @@ def main(argv: list[str] | None = None) -> int:
                 "p99_ms": med([r.wrk.p99_ms for r in found]),
                 "non_200": non_200,
                 "syncs_per_ack_metric": med(per_ack) if per_ack else None,
+                "cpu_ms_per_ack": med(cpu) if cpu else None,
             }
             summary[tree_name][f"{workers}w"] = entry
             print(
                 f"{tree_name:6s} {workers:7d} {acks:8.0f} {entry['acks_per_naive_write']:7.2f} "
                 f"{entry['p50_ms']:7.2f} {entry['p99_ms']:7.2f} {non_200:8d} "
-                f"{fmt_opt(entry['syncs_per_ack_metric']):>19s}"
+                f"{fmt_opt(entry['syncs_per_ack_metric']):>19s} "
+                f"{fmt_opt(entry['cpu_ms_per_ack']):>11s}"
             )
         if "1w" in summary[tree_name] and "2w" in summary[tree_name]:
             ratio = summary[tree_name]["2w"]["acks_per_s"] / summary[tree_name]["1w"]["acks_per_s"]
             summary[tree_name]["2w_over_1w"] = ratio
-            print(f"{tree_name:6s} 2 workers / 1 worker: {ratio:.2f}")
+            # 1 and 2 workers run back to back in each round: their ratio round by round is
+            # less at the mercy of the machine's load drifting between rounds.
+            per_round = round_ratios(runs, tree_name, args.clients)
+            summary[tree_name]["2w_over_1w_per_round"] = per_round
+            print(
+                f"{tree_name:6s} 2 workers / 1 worker: {ratio:.2f} (medians); round by round "
+                + ", ".join(f"{x:.2f}" for x in per_round)
+                + (f" (median {med(per_round):.2f})" if per_round else "")
+            )
     print("\n1 client (wrk -t1 -c1), 1 worker, medians:")
-    for tree_name in trees:
+    for tree_name in trees if not args.no_lone_client else ():
         lone = [r for r in runs if r.tree == tree_name and r.clients == 1]
         p50 = med([r.wrk.p50_ms for r in lone])
         entry = {

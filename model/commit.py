@@ -10,10 +10,18 @@ it and its own.
 The batch function decides what a job's outcome is: it must set :attr:`Job.result` or
 :attr:`Job.error` for each job it was given (an exception escaping it becomes the error of
 every job left without an outcome).
+
+``hold`` (optional) is what a batch must hold while it runs, e.g. a lock shared with other
+processes: the leader takes it *before* taking the queued jobs, so every job that queued while
+it waited (for another process's batch to finish) goes in its batch. Without it, the jobs that
+arrive during that wait would wait for a batch of their own: with two processes taking turns
+on one lock, batches would be about half as large and syncs per job about twice as many.
+Should taking ``hold`` fail, every job queued at that moment fails with its error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,10 +55,17 @@ class GroupCommit(Generic[T]):
     Only the threads concerned are woken: each job of a finished batch, and the first job
     still queued, which leads the next batch."""
 
-    def __init__(self, run: Callable[[list[Job[T]]], None], *, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[Job[T]]], None],
+        *,
+        max_batch: int = 64,
+        hold: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run = run
+        self._hold = hold or contextlib.nullcontext
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[Job[T]] = []
@@ -70,12 +85,14 @@ class GroupCommit(Generic[T]):
                 return job.outcome()
             # Handed the lead: this thread runs the next batch.
         while True:
-            with self._lock:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
+            batch: list[Job[T]] = []
             try:
-                self._run(batch)
+                with self._hold():
+                    batch = self._take()
+                    self._run(batch)
             except BaseException as exc:
+                if not batch:  # ``hold`` could not be taken: the queued jobs fail with it
+                    batch = self._take()
                 for queued in batch:
                     if queued.error is None and queued.result is None:
                         queued.error = exc
@@ -93,3 +110,10 @@ class GroupCommit(Generic[T]):
                     successor.wake.set()  # the lead passes on
                 return job.outcome()
             # This job did not fit in the batch: lead the next one too.
+
+    def _take(self) -> list[Job[T]]:
+        """The next batch: the oldest queued jobs, up to ``max_batch``."""
+        with self._lock:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        return batch

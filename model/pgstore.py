@@ -510,9 +510,10 @@ class PostgresArtifactStore:
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
-    def lock(self, model: str) -> Iterator[None]:
+    def lock(self, model: str, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold the model's writer lock (re-entrant within a thread) on a connection of its
-        own; what was written and not yet synced is committed before it is let go."""
+        own; what was written and not yet synced is committed before it is let go. (``waiting``
+        is the local store's; here it is not called: the server waits.)"""
         check_model_name(model)
         if self._holding(model) is not None:
             yield

@@ -233,7 +233,8 @@ class ModelRepository:
         self.commit_batch = commit_batch
         self._committers: dict[str, GroupCommit[_UpdateRequest]] = {}
         self._committers_lock = threading.Lock()
-        self._last: dict[str, LoadedModel] = {}  # the newest version this object committed
+        # The newest version this object committed or caught up with (see _catch_up).
+        self._last: dict[str, LoadedModel] = {}
         # Per model: the offline version the traffic's drift test started on, and its state.
         self._traffic: dict[str, tuple[int, DriftState]] = {}
 
@@ -355,7 +356,12 @@ class ModelRepository:
             committer = self._committers.get(name)
             if committer is None:
                 committer = GroupCommit(
-                    functools.partial(self._commit, name), max_batch=self.commit_batch
+                    functools.partial(self._commit, name),
+                    max_batch=self.commit_batch,
+                    # The batch is taken once the lock is held: what queued meanwhile joins it.
+                    hold=functools.partial(
+                        self.store.lock, name, waiting=functools.partial(self._catch_up, name)
+                    ),
                 )
                 self._committers[name] = committer
             return committer
@@ -402,6 +408,23 @@ class ModelRepository:
                 if job.request.on_commit is not None:
                     job.request.on_commit(job.result.model)
             self._prune_after_commit(name)
+
+    def _catch_up(self, name: str) -> None:
+        """While another process holds the model's lock (the batch's leader waits for it):
+        replay the versions it has appended since this object's newest, outside the lock, so
+        that the batch, once it holds the lock, replays only what was appended meanwhile.
+        Committed records never change and a version's number is never given to another
+        complete record, so the batch can start from this model if its chain passes through
+        it (:meth:`load` with ``base``); if not (a rollback meanwhile), it is not used."""
+        base = self._last.get(name)
+        if base is None:
+            return
+        try:
+            head = self.store.head(name)
+            if head.active > base.version:
+                self._last[name] = self.load(name, head.active, base=base)
+        except ModelError as exc:  # the batch, under the lock, finds out for itself
+            log.debug("model %r: catching up before the lock: %s", name, exc.message)
 
     def _apply(self, name: str, current: LoadedModel, request: _UpdateRequest) -> UpdateResult:
         """Check, judge and append one update to ``current`` (not yet synced)."""

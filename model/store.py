@@ -106,7 +106,9 @@ class ArtifactStore(Protocol):
     methods (:func:`model.stores.open_store` picks one by the store's address)."""
 
     def models(self) -> list[str]: ...
-    def lock(self, model: str) -> contextlib.AbstractContextManager[None]: ...
+    def lock(
+        self, model: str, *, waiting: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]: ...
     def head(self, model: str) -> Head: ...
     def versions(self, model: str) -> list[int]: ...
     def read(self, model: str, version: int) -> Record: ...
@@ -202,20 +204,23 @@ class _Segment:
     problem: str | None = None
     valid_after: bool = False
 
-    def read_on(self, stat: os.stat_result) -> bool:
-        """Catch up with the file as ``stat`` describes it now. True if anything changed."""
+    def read_on(self, stat: os.stat_result) -> list[wal.Entry] | None:
+        """Catch up with the file as ``stat`` describes it now. None if nothing was removed
+        (then: the records found after the ones known, maybe none); else, after a truncation,
+        the records the segment kept."""
         stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
         if stamp == self.stamp:
-            return False
+            return []
         size = stat.st_size
-        if size < self.end:  # retention truncated it (records are never rewritten in place)
+        truncated = size < self.end
+        if truncated:  # retention truncated it (records are never rewritten in place)
             self.entries = [e for e in self.entries if e.end <= size]
             self.end = self.entries[-1].end if self.entries else 0
         found = wal.scan(self.path, self.end) if size > self.end else wal.Scan(end=self.end)
         self.entries.extend(found.entries)
         self.end, self.problem, self.valid_after = found.end, found.problem, found.valid_after
         self.stamp = stamp
-        return True
+        return None if truncated else found.entries
 
 
 @dataclass
@@ -361,7 +366,8 @@ class LocalArtifactStore:
             names = []
         snapshots = set()
         present = set()
-        changed = False
+        changed = False  # a segment shrank or went: index the log afresh
+        appended: list[tuple[_Segment, wal.Entry]] = []  # else: only these records are new
         debris = []
         for name in names:
             if match := _VERSION_FILE.match(name):
@@ -377,12 +383,18 @@ class LocalArtifactStore:
                 except FileNotFoundError:
                     present.discard(name)
                     continue
-                changed |= segment.read_on(stat)
+                new = segment.read_on(stat)
+                if new is None:
+                    changed = True
+                else:
+                    appended += [(segment, entry) for entry in new]
             elif name.startswith(_TMP_PREFIX):
                 debris.append(name)
         for gone in set(catalog.segments) - present:
             del catalog.segments[gone]
             changed = True
+        if not changed:  # the usual case: records appended (by another process) since
+            catalog.log.update((entry.version, (segment, entry)) for segment, entry in appended)
         if changed or len(catalog.log) != sum(len(s.entries) for s in catalog.segments.values()):
             catalog.index()
         catalog.snapshots = snapshots
@@ -566,9 +578,11 @@ class LocalArtifactStore:
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
-    def lock(self, model: str) -> Iterator[None]:
+    def lock(self, model: str, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold the model's writer lock (re-entrant within a thread). Appends not yet synced
-        are synced before it is let go."""
+        are synced before it is let go. ``waiting`` is called once, in this thread, if another
+        process holds the lock, while a thread of the store waits for it: work that can be
+        done before the lock is held (its failures are logged, not raised)."""
         held: set[str] = self._held.__dict__.setdefault("models", set())
         if model in held:
             yield
@@ -585,7 +599,7 @@ class LocalArtifactStore:
         try:
             fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if not _flock(fd, deadline - time.monotonic()):
+                if not _flock(fd, deadline - time.monotonic(), waiting):
                     fd = -1  # handed to the waiting thread, which closes it
                     raise self._busy(model)
                 held.add(model)
@@ -850,14 +864,55 @@ class LocalArtifactStore:
         self._trash.put(path.with_name(f"{_TMP_PREFIX}removed-{path.name}"))
 
 
-def _flock(fd: int, timeout: float) -> bool:
+class _Waiters:
+    """Daemon threads that wait in ``flock`` for :func:`_flock`, kept for the next wait:
+    with several processes taking turns on a model's lock nearly every hold waits, and
+    starting a thread each time cost ~0.1 ms of CPU. A thread is started only when none is
+    idle (one still waiting for an abandoned lock is not); daemon threads, so that one
+    waiting for a lock that never comes does not hold up the interpreter's exit."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads about to take a task that nobody has counted on yet
+
+    def run(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._tasks.put(task)
+        if start:
+            threading.Thread(target=self._serve, name="store-flock", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._tasks.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_WAITERS = _Waiters()
+
+
+def _after_fork() -> None:  # a forked child has none of its parent's threads
+    global _WAITERS
+    _WAITERS = _Waiters()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _flock(fd: int, timeout: float, waiting: Callable[[], None] | None = None) -> bool:
     """Take the exclusive ``flock`` on ``fd`` within ``timeout`` seconds (False: not taken,
-    and ``fd`` now belongs to a waiting thread that closes it).
+    and ``fd`` now belongs to a waiting thread that closes it); call ``waiting()`` meanwhile
+    if it must wait.
 
     When another process holds it, a thread waits in the kernel, which wakes it the moment
     the holder lets go (polling with sleeps would let a releasing process take it straight
     back, again and again); the caller waits for that thread up to ``timeout``.
     """
+    deadline = time.monotonic() + timeout
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -879,8 +934,13 @@ def _flock(fd: int, timeout: float) -> bool:
                 return
         os.close(fd)  # too late: closing the file lets the lock go
 
-    threading.Thread(target=wait, name="store-flock", daemon=True).start()
-    if not taken.wait(max(timeout, 0.0)):
+    _WAITERS.run(wait)
+    if waiting is not None:
+        try:
+            waiting()
+        except Exception:  # work done ahead of the lock: whoever holds it next does it again
+            log.warning("work while waiting for a store lock failed", exc_info=True)
+    if not taken.wait(max(deadline - time.monotonic(), 0.0)):  # waiting() counts too
         with verdict:
             if not taken.is_set():
                 abandoned = True

@@ -155,6 +155,43 @@ def test_lock_is_exclusive_across_store_instances(store: LocalArtifactStore) -> 
         pass
 
 
+def test_contended_waits_reuse_their_threads_and_an_abandoned_one_blocks_none(
+    store: LocalArtifactStore,
+) -> None:
+    """Taking turns on the lock with another holder, the waits reuse the waiting threads
+    (started once, not per wait); a wait that timed out (its thread still in ``flock``) does
+    not stand in the way of the next one."""
+    import threading
+
+    other = LocalArtifactStore(store.root, lock_timeout=0.2)
+    with store.lock(MODEL), pytest.raises(errors.StoreBusyError), other.lock(MODEL):
+        pass  # (an abandoned wait)
+
+    def waiters() -> frozenset[threading.Thread]:
+        return frozenset(t for t in threading.enumerate() if t.name == "store-flock")
+
+    other.lock_timeout = 10
+    counts = []
+    for _ in range(6):
+        holding, done = threading.Event(), threading.Event()
+
+        def hold(holding: threading.Event, done: threading.Event) -> None:
+            with store.lock(MODEL):
+                holding.set()
+                done.wait(timeout=10)
+
+        holder = threading.Thread(target=hold, args=(holding, done))
+        holder.start()
+        assert holding.wait(timeout=10)
+        threading.Timer(0.02, done.set).start()
+        with other.lock(MODEL):  # waits in flock for the holder
+            pass
+        holder.join(timeout=10)
+        counts.append(waiters())
+    # (The first wait may find the abandoned one's thread still busy, and start another.)
+    assert counts[-1] and all(seen == counts[-1] for seen in counts[1:]), counts
+
+
 def test_temporary_debris_is_ignored_then_cleaned_by_the_next_writer(
     store: LocalArtifactStore,
 ) -> None:

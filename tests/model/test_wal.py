@@ -4,6 +4,7 @@ damage before the end is refused; concurrent updates share syncs and keep exact 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -189,6 +190,26 @@ def test_retention_truncates_and_removes_segments(tmp_path: Path) -> None:
     assert len(versions) <= 3 + 4 + 1, versions
 
 
+def test_a_reader_follows_appends_and_truncations_of_another_writer(tmp_path: Path) -> None:
+    """Another store object (another process) reading as one writes: each refresh indexes the
+    records appended since (without indexing the log afresh), and a truncation by retention
+    or a new segment is indexed afresh; what it lists is what the files hold."""
+    writer = ModelRepository(LocalArtifactStore(tmp_path), keep_last=3, snapshot_every=4)
+    writer.save(initial_model(), NAME)
+    reader = LocalArtifactStore(tmp_path)
+    directory = tmp_path / NAME
+    for op in range(14):
+        writer.update(NAME, *update_batch(worker=5, op=op))
+        listed = reader.versions(NAME)
+        logged = {e.version for s in directory.glob("u*.log") for e in wal.scan(s).entries}
+        snapshots = {int(p.stem[1:]) for p in directory.glob("v*.npz")}
+        assert listed == sorted(logged | snapshots) == writer.store.versions(NAME), op
+        for version in listed:
+            assert reader.read_meta(NAME, version)["version"] == version
+        assert reader.head(NAME) == writer.store.head(NAME)
+    assert 1 not in listed, "retention removed versions meanwhile"
+
+
 # --------------------------------------------------------------------------- group commit
 
 
@@ -317,3 +338,142 @@ def test_group_commit_runs_every_job_once_in_capped_batches() -> None:
     assert sorted(flat) == list(range(40)), "each job ran exactly once"
     assert all(1 <= len(batch) <= 3 for batch in ran)
     assert committer.batches == len(ran) < 40, "some batches held several jobs"
+
+
+def test_group_commit_takes_its_batch_once_it_holds_the_lock() -> None:
+    """Jobs that queue while the leader waits for ``hold`` (another process's batch) go in
+    the leader's batch, not in one of their own."""
+    from model.commit import GroupCommit
+
+    other_process = threading.Lock()
+    other_process.acquire()
+    ran: list[list[int]] = []
+
+    def run(jobs) -> None:
+        ran.append([job.request for job in jobs])
+        for job in jobs:
+            job.result = job.request
+
+    committer = GroupCommit(run, hold=lambda: other_process)
+    outcomes: dict[int, object] = {}
+    threads = [
+        threading.Thread(target=lambda n=n: outcomes.setdefault(n, committer.submit(n)))
+        for n in range(6)
+    ]
+    threads[0].start()  # the leader: waits for the lock
+    deadline = time.monotonic() + 10
+    while not committer._leading:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    while len(committer._queue) < 6:  # every job queued while the leader waits
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    other_process.release()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {n: n for n in range(6)}
+    assert len(ran) == 1 and sorted(ran[0]) == list(range(6)), ran
+
+
+def test_group_commit_fails_the_queued_jobs_when_the_lock_cannot_be_taken() -> None:
+    from model.commit import GroupCommit
+
+    busy = [True]
+
+    @contextlib.contextmanager
+    def hold():
+        if busy[0]:
+            raise errors.StoreBusyError("the lock is busy")
+        yield
+
+    def run(jobs) -> None:
+        for job in jobs:
+            job.result = job.request
+
+    committer = GroupCommit(run, hold=hold)
+    with pytest.raises(errors.StoreBusyError, match="busy"):
+        committer.submit(1)
+    busy[0] = False
+    assert committer.submit(2) == 2, "the next leader takes the lock again"
+
+
+def test_two_processes_updates_queued_behind_the_others_lock_share_a_sync(
+    tmp_path: Path,
+) -> None:
+    """Two repositories on two store objects (two processes, as far as the lock goes: one
+    flock each): while one holds the model's lock, six updates queue in the other; when it
+    lets go, they commit as one batch with one log sync, six versions in exact sequence."""
+    first = repository(tmp_path)
+    first.save(initial_model(), NAME)
+    first.update(NAME, *update_batch(worker=9, op=0))  # the segment exists: no directory sync
+    second = repository(tmp_path)
+    results: dict[int, object] = {}
+
+    def update(worker: int) -> None:
+        results[worker] = second.update(NAME, *update_batch(worker, 1))
+
+    with first.store.lock(NAME):
+        threads = [threading.Thread(target=update, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        committer = second._committer(NAME)
+        deadline = time.monotonic() + 10
+        while len(committer._queue) < 6:
+            assert time.monotonic() < deadline, "the updates did not queue"
+            time.sleep(0.001)
+        syncs_before = second.store.syncs
+    for thread in threads:
+        thread.join(timeout=30)
+    assert committer.batches == 1
+    assert second.store.syncs - syncs_before == 1
+    versions = sorted(r.model.version for r in results.values())  # type: ignore[attr-defined]
+    assert versions == list(range(3, 9)) and first.store.versions(NAME)[-1] == 8
+    fresh = repository(tmp_path)
+    for result in results.values():
+        loaded = fresh.load(NAME, result.model.version)  # type: ignore[attr-defined]
+        assert np.array_equal(
+            loaded.estimator.state_.weights,
+            result.model.estimator.state_.weights,  # type: ignore[attr-defined]
+        )
+
+
+def test_a_writer_waiting_for_another_process_catches_up_before_it_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """While one process holds the lock, the other's waiting batch replays the versions the
+    first has appended (outside the lock); a rollback made before the lock is let go still
+    decides what the waiting update applies to. An uncontended batch does no such work."""
+    first = repository(tmp_path)
+    first.save(initial_model(), NAME)
+    second = repository(tmp_path)
+    calls = []
+    catch_up = second._catch_up
+    second._catch_up = lambda name: (calls.append(name), catch_up(name))  # type: ignore[method-assign]
+    second.update(NAME, *update_batch(worker=1, op=0))  # versions 2 and 3, uncontended
+    second.update(NAME, *update_batch(worker=1, op=1))
+    assert calls == []
+
+    results: dict[str, object] = {}
+    with first.store.lock(NAME):
+        for op in range(3):
+            first.update(NAME, *update_batch(worker=2, op=op))  # versions 4, 5, 6
+        thread = threading.Thread(
+            target=lambda: results.setdefault("x", second.update(NAME, *update_batch(3, 0)))
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while second._last[NAME].version != 6:  # caught up while the lock is held
+            assert time.monotonic() < deadline, "the waiting batch did not catch up"
+            time.sleep(0.001)
+        assert calls == [NAME]
+        first.activate(NAME, 5)  # a rollback before the lock goes
+    thread.join(timeout=30)
+    result = results["x"]
+    assert result.previous_version == 5 and result.model.version == 7  # type: ignore[attr-defined]
+    expected = repository(tmp_path).load(NAME, 7)
+    assert np.array_equal(
+        expected.estimator.state_.weights,
+        result.model.estimator.state_.weights,  # type: ignore[attr-defined]
+    )
