@@ -196,7 +196,9 @@ class SoftmaxRegression:
         own: :attr:`online_rate_given`, or, with ``online_rate_per_row`` (models created with
         no data, :mod:`model.growth`), that rate per row: ``rows`` times it (the sum of the
         rows' gradients, as one step per row would go), decayed as ``1 / sqrt(1 + n / (10
-        d))`` after ``n`` rows learnt (``d`` features), at most ``learning_rate``."""
+        d))`` after ``n`` rows learnt (``d`` features), at most ``learning_rate`` (models
+        created by 0.5); None for a row-step model (``online_row_steps``, 0.6), whose rates
+        are per class (:meth:`own_rates`)."""
         given = self.online_rate_given
         if given is None or not self.online_rate_per_row:
             return given
