@@ -207,10 +207,11 @@ def _predictions(estimator: Any, X: np.ndarray) -> np.ndarray:
 def run_ours(batch: int, stream: Stream, variant: str = "") -> Outcome:
     """Ours through the Python API: each batch predicted whole, then learnt by ``partial_fit``.
 
-    ``variant`` (diagnostics, not in the default run; see BENCHMARKS.md): ``"seq"`` learns a
-    batch row by row (one ``partial_fit`` per row, River's way within a batch), ``"passes2"``
-    takes two steps per batch (``passes=2``), ``"rate2x"`` doubles the created model's rate
-    per row and its cap (``online_learning_rate`` 2 / (1 + d), ``learning_rate`` 1.0)."""
+    ``variant`` (diagnostics, not in the default run; written for 0.5's one summed step per
+    batch, BENCHMARKS.md, session 4): ``"seq"`` learns a batch row by row (one
+    ``partial_fit`` per row, River's way within a batch), ``"passes2"`` takes two steps per
+    batch (``passes=2``), ``"rate2x"`` doubles the created model's rate per row and its cap
+    (``online_learning_rate`` 2 / (1 + d), ``learning_rate`` 1.0)."""
     names = [f"f{i}" for i in range(stream.X.shape[1])]
     params: dict[str, float] = {}
     if variant == "rate2x":
