@@ -29,6 +29,7 @@ from .validation import describe_value
 __all__ = ["MAX_CLASSES", "grown_classes", "grown_state", "new_labels", "positions"]
 
 MAX_CLASSES = 10_000  # a model never grows beyond this many classes (weights d x k)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integer classes are stored as int64
 
 
 def new_labels(y: Any, classes: NDArray[Any]) -> NDArray[Any]:
@@ -66,8 +67,8 @@ def _known_kind_array(y: NDArray[Any], classes: NDArray[Any]) -> NDArray[Any] | 
     """``y`` as labels when its dtype alone shows every value is valid for ``classes``:
     integers for integer classes (or none yet), non-empty strings for string classes."""
     kind = classes.dtype.kind if classes.shape[0] else y.dtype.kind
-    if y.dtype.kind in "iu" and kind in "iu":
-        return y.astype(np.int64, copy=False)
+    if (y.dtype.kind == "i" or (y.dtype.kind == "u" and y.dtype.itemsize < 8)) and kind in "iu":
+        return y.astype(np.int64, copy=False)  # exact: no value out of int64's range
     if y.dtype.kind == "U" and kind == "U" and not (y == "").any():
         return y
     return None
@@ -90,6 +91,13 @@ def _kind_of(value: Any, row: int) -> str:
             row=row,
         )
     if isinstance(value, int | np.integer):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise UnknownLabelError(
+                f"labels: integer {value} at row {row} is out of range (integer classes are "
+                "64-bit: -2**63 to 2**63 - 1)",
+                field="labels",
+                row=row,
+            )
         return "i"
     if isinstance(value, str):
         return "U"

@@ -144,13 +144,17 @@ def create_estimator(
         "classes": labels,
         "feature_names": np.array(names),
     }
-    if settings["momentum"] > 0:
+    # Plain SGD steps with a rate per class (online_row_steps), unless momentum is asked for:
+    # the row-step rule has no momentum, so such a model learns by 0.5's rule, which uses it.
+    per_class = not settings["momentum"] > 0
+    if not per_class:
         arrays["velocity_weights"] = np.zeros((d, labels.shape[0]))
         arrays["velocity_bias"] = np.zeros(labels.shape[0])
     # Counted with or without standardization: the rate decays with the rows learnt.
     arrays["running_m2"] = np.zeros(d)
     arrays["running_count"] = np.zeros(1, dtype=np.int64)
-    arrays["class_born"] = np.zeros(labels.shape[0], dtype=np.int64)  # rows learnt: none yet
+    if per_class:
+        arrays["class_born"] = np.zeros(labels.shape[0], dtype=np.int64)  # no row learnt yet
     try:
         estimator = SoftmaxRegression.from_arrays(arrays, params=settings, step=0)
     except ValueError as exc:  # an InvalidParameterError says which setting itself
@@ -159,7 +163,7 @@ def create_estimator(
         raise
     estimator.allow_new_classes = bool(allow_new_classes)
     estimator.online_rate_per_row = True
-    estimator.online_row_steps = True
+    estimator.online_row_steps = per_class
     return estimator
 
 

@@ -198,7 +198,10 @@ def row_steps(
     lse = logsumexp(Z)
     figures = StepFigures(cross_entropy(Z, y, lse), int(np.count_nonzero(Z.argmax(axis=1) == y)))
     weights, bias = state.weights.copy(), state.bias.copy()
-    shrink = 1.0 - l2 * rates if l2 else None  # the penalty's step, per class
+    # The penalty's step, per class: a row step's, and a summed step's (the m rows' added up,
+    # as for their gradients), so that l2 weighs the same whichever way the rows are learnt.
+    shrink = 1.0 - l2 * rates if l2 else None
+    shrink_summed = 1.0 - (l2 * m) * rates if l2 else None
     for summed in range(lead + (0 if by_row else passes)):
         if summed:  # the first summed step is taken at the old weights: Z and lse are theirs
             Z = X @ weights + bias
@@ -207,8 +210,8 @@ def row_steps(
         np.exp(G, out=G)
         G[rows, y] -= 1.0
         G *= rates
-        if shrink is not None:
-            weights *= shrink
+        if shrink_summed is not None:
+            weights *= shrink_summed
         weights -= X.T @ G
         bias -= G.sum(axis=0)
     if by_row:

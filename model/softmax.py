@@ -202,11 +202,18 @@ class SoftmaxRegression:
         given = self.online_rate_given
         if given is None or not self.online_rate_per_row:
             return given
-        if self.online_row_steps:  # its own rates, per class and row: see own_rates
+        if self.steps_per_class:  # its own rates, per class and row: see own_rates
             return None
         horizon = DECAY_ROWS_PER_FEATURE * self.n_features_in_
         per_row = given / math.sqrt(1.0 + self.rows_learnt / horizon)
         return min(float(self._setting("learning_rate")), per_row * rows)
+
+    @property
+    def steps_per_class(self) -> bool:
+        """Whether an update takes this model's row-step rule (:meth:`updated`): a model
+        created by 0.6 with no data (``online_row_steps``) that knows when each class was
+        added (``class_born_``; ``fit`` forgets it, and the model then learns by 0.5's rule)."""
+        return self.online_row_steps and self.class_born_ is not None
 
     @property
     def rows_learnt(self) -> int:
@@ -608,8 +615,7 @@ class SoftmaxRegression:
             )
         if type(passes) is not int or not 1 <= passes <= 1 << 31:  # else plainly valid
             _PASSES.check(passes)
-        row_wise = self.online_row_steps and self.class_born_ is not None
-        settings = None if row_wise else self.sgd_settings
+        settings = None if self.steps_per_class else self.sgd_settings
         # A running standardization learns the rows first (model.running); a fixed one is itself.
         standardizer = self.standardizer_.updated(X)
         Xs = standardizer.transform(X)

@@ -288,7 +288,18 @@ def _label_array(values: Any, classes: NDArray[Any], want_int: bool) -> NDArray[
                 field="labels",
                 row=nul,
             )
-    return np.asarray(values) if ok_kind else None
+    if not ok_kind:
+        return None
+    found = np.asarray(values)
+    if want_int and found.dtype.kind not in "i":  # object or uint64: beyond int64's range
+        row = next(i for i, v in enumerate(values) if not -(2**63) <= v < 2**63)
+        raise UnknownLabelError(
+            f"labels: expected one of the classes ({_preview(classes)}), got {values[row]!r} "
+            f"at row {row} (out of the 64-bit range)",
+            field="labels",
+            row=row,
+        )
+    return found
 
 
 def _refuse_label_type(values: Any, classes: NDArray[Any], want_int: bool) -> NoReturn:

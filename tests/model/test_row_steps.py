@@ -177,3 +177,55 @@ def test_a_created_model_learns_row_by_row_then_by_summed_steps_led_while_data_i
                 W, b = summed(W, b, Xs, y, rates)
         np.testing.assert_allclose(model.state_.weights, W, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(model.state_.bias, b, rtol=1e-11, atol=1e-13)
+
+
+def test_l2_weighs_the_same_in_row_steps_and_summed_steps() -> None:
+    # Rows of zeros: only the penalty moves the weights (and the softmax gradient the bias).
+    W, b = np.ones((3, 2)), np.zeros(2)
+    X, y, rates = np.zeros((8, 3)), np.array([0, 1] * 4), np.array([0.1, 0.1])
+    state = TrainState(W, b, None, None, 0)
+    by_row, _ = row_steps(state, X, y, rates, 1, by_row=True, l2=0.5)
+    summed_step, _ = row_steps(state, X, y, rates, 1, by_row=False, l2=0.5)
+    np.testing.assert_allclose(by_row.weights, (1 - 0.05) ** 8)  # eight row steps' shrinks
+    np.testing.assert_allclose(summed_step.weights, 1 - 8 * 0.05)  # the eight rows' added up
+    # A request's own rate r, summed: the penalty of one batch step of r, as before row steps.
+    model = create_estimator(["a", "b", "c"], [0, 1], standardize=False, params={"l2": 0.5})
+    model.partial_fit(np.ones((60, 3)), [0, 1] * 30)  # past the row-step phase
+    before = model.state_.weights.copy()
+    model.partial_fit(np.zeros((8, 3)), [0, 1] * 4, learning_rate=0.1)
+    np.testing.assert_allclose(model.state_.weights, before * (1 - 0.5 * 0.1))
+
+
+def test_a_created_model_with_momentum_learns_by_the_rule_that_uses_it() -> None:
+    model = create_estimator(["a", "b"], [0, 1], params={"momentum": 0.9})
+    assert not model.online_row_steps and model.class_born_ is None
+    assert not model.steps_per_class and model.online_rate_for(4) is not None
+    model.partial_fit(np.array([[1.0, 0.0], [0.0, 1.0]]), [0, 1])
+    assert model.state_.velocity_weights is not None
+    assert np.abs(model.state_.velocity_weights).sum() > 0  # momentum is used, not ignored
+
+
+def test_fit_on_a_created_model_leaves_it_one_consistent_rule() -> None:
+    rng = np.random.default_rng(8)
+    model = create_estimator(["a", "b"], [0, 1])
+    assert model.steps_per_class and model.online_rate_for(4) is None
+    model.fit(rng.normal(size=(40, 2)), rng.integers(0, 2, 40))
+    assert model.class_born_ is None and not model.steps_per_class
+    assert model.online_rate_for(4) is not None  # the per-row rate of 0.5's rule
+    model.partial_fit(rng.normal(size=(4, 2)), [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "labels", [[2**63], [2**70], [-(2**63) - 1], np.array([2**63], dtype=np.uint64)]
+)
+@pytest.mark.parametrize("grow", [False, True])
+def test_an_integer_label_beyond_64_bits_is_a_precise_error(labels: object, grow: bool) -> None:
+    from model.errors import UnknownLabelError
+
+    model = create_estimator(["a", "b"], [0, 1], allow_new_classes=grow)
+    before = model.state_.weights.copy()
+    with pytest.raises(UnknownLabelError, match="at row 0") as raised:
+        model.partial_fit(np.zeros((1, 2)), labels)  # type: ignore[arg-type]
+    assert raised.value.field == "labels"
+    assert "-9223372036854775808" not in str(raised.value)  # no wrapped phantom class
+    assert model.classes_.tolist() == [0, 1] and np.array_equal(model.state_.weights, before)

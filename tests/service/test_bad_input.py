@@ -452,6 +452,7 @@ def test_train_with_int_classes_refuses_other_label_types(
         3.0: ("got 3.0 at row 0", 0),
         10: ("got 10 at row 0", 0),
         -1: ("got -1 at row 0", 0),
+        2**70: ("got 1.1805916207174113e+21 at row 0", 0),  # beyond 64 bits: read as a number
     }
     before = store_state(digits_store, "digits")
     with TestClient(make_app(digits_store)) as client:
