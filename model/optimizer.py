@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InvalidParameterError
-from .maths import Float, Index, cross_entropy, logsumexp, loss_and_gradient
+from .maths import Float, Index, cross_entropy, loss_and_gradient
 from .params import PARAMETERS, check_params
 
 __all__ = [
@@ -192,28 +192,28 @@ def row_steps(
     Returns the new state and the minibatch's figures at the *old* parameters. The input
     state is never edited: the steps work on one copy of the weights.
     """
-    Z = X @ state.weights + state.bias
     m = y.shape[0]
-    rows = np.arange(m)
-    lse = logsumexp(Z)
-    figures = StepFigures(cross_entropy(Z, y, lse), int(np.count_nonzero(Z.argmax(axis=1) == y)))
+    summed_steps = lead + (0 if by_row else passes)
+    if summed_steps:  # the first summed step's pass gives the figures at the old weights too
+        first = loss_and_gradient(X, y, state.weights, state.bias, 0.0)
+        figures = StepFigures(first.loss, first.correct)
+    else:
+        Z = X @ state.weights + state.bias
+        figures = StepFigures(cross_entropy(Z, y), int(np.count_nonzero(Z.argmax(axis=1) == y)))
     weights, bias = state.weights.copy(), state.bias.copy()
     # The penalty's step, per class: a row step's, and a summed step's (the m rows' added up,
     # as for their gradients), so that l2 weighs the same whichever way the rows are learnt.
     shrink = 1.0 - l2 * rates if l2 else None
-    shrink_summed = 1.0 - (l2 * m) * rates if l2 else None
-    for summed in range(lead + (0 if by_row else passes)):
-        if summed:  # the first summed step is taken at the old weights: Z and lse are theirs
-            Z = X @ weights + bias
-            lse = logsumexp(Z)
-        G = Z - lse[:, None]
-        np.exp(G, out=G)
-        G[rows, y] -= 1.0
-        G *= rates
-        if shrink_summed is not None:
-            weights *= shrink_summed
-        weights -= X.T @ G
-        bias -= G.sum(axis=0)
+    summed_rates = m * rates  # loss_and_gradient's gradient is the rows' mean
+    for summed in range(summed_steps):
+        grad = first if not summed else loss_and_gradient(X, y, weights, bias, 0.0)
+        if l2:
+            weights *= 1.0 - l2 * summed_rates
+        step_w, step_b = grad.weights, grad.bias  # fresh arrays, ours to scale in place
+        step_w *= summed_rates
+        step_b *= summed_rates
+        weights -= step_w
+        bias -= step_b
     if by_row:
         _steps_by_row(weights, bias, X, y, rates, passes, shrink)
     step = state.step + passes + lead
